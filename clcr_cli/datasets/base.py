@@ -1,0 +1,75 @@
+"""What every dataset loader returns: a :class:`Dataset` of :class:`Sample` records.
+
+A loader finds samples (id, split, label and where each modality's evidence lives);
+it decodes nothing. The extract stage feeds the sources to the shared extractors in
+``clcr_cli.features`` and writes the result to the HDF5 feature store.
+
+Modality *sources* (``DatasetInfo.modalities`` maps modality name -> source):
+
+- ``"text"``:  ``Sample.text`` (a string), encoded to BERT early/mid/late levels;
+- ``"audio"``: ``Sample.audio`` (a .wav or a container with an audio track), log-mel/MFCC;
+- ``"video"``: ``Sample.video`` (a video file or a still image), sampled uint8 frames;
+- ``"flow"``:  ``Sample.video``, dense optical flow between sampled frames;
+- ``"array"``: ``Sample.arrays[modality]``, a precomputed (T, F) feature sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+Source = Literal["text", "audio", "video", "flow", "array"]
+Target = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One example: where its evidence lives, its split and its label."""
+
+    id: str
+    split: str  # one of SPLITS
+    label: float  # class index (as a number) or regression target
+    text: str | None = None
+    audio: Path | None = None
+    video: Path | None = None
+    # (start, end) in seconds: audio and video are cut to this window (AVE's events)
+    window: tuple[float, float] | None = None
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    target: Target
+    modalities: Mapping[str, Source]
+    class_names: tuple[str, ...] = ()  # empty for regression
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    info: DatasetInfo
+    samples: list[Sample]
+    root: Path
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """Everything a loader may need; each loader reads the fields that concern it."""
+
+    root: Path | None = None  # the dataset's folder (default: <workdir>/raw/<name>)
+    split_file: Path | None = None  # CREMA-D: an OGM-GE style train.csv (test.csv beside it)
+    fold: int = 1  # UCF101: official split 1, 2 or 3
+    aligned: bool = False  # MOSI/MOSEI: aligned_50.pkl instead of unaligned_50.pkl
+    manifest: Path | None = None  # a user's CSV manifest
+    target: Target | None = None  # manifest: classification or regression
+    n_samples: int = 240  # synth: how many samples to generate
+    seed: int = 0
