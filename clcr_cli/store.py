@@ -1,0 +1,264 @@
+"""The HDF5 feature store: how extracted features are laid out, written and read.
+
+Extraction writes *parts*: small HDF5 files of ``part_size`` consecutive samples, each
+written to a temporary name and renamed into place, so that a killed run loses at most
+the part in progress and a new run continues after the last finished part. When every
+part exists they are assembled, one part at a time (memory does not grow with the
+dataset), into one store per dataset and extract key::
+
+    features.h5
+      attrs: clcr_format, dataset, target, class_names (JSON), num_samples,
+             extract_key, settings (JSON), versions (JSON)
+      meta/id      (N,)   str    sample ids, in the dataset's order
+      meta/split   (N,)   str    train | valid | test
+      meta/label   (N,)   f8     class index or regression target
+      <modality>/data    (N, ...)  padded features (see below), chunked, gzip
+      <modality>/length  (N,)   i4   valid steps of each sample
+        attrs: kind (levels | sequence | frames), source, dim
+
+    kind      data shape            dtype     time axis
+    levels    (N, K, T, D)          float32   2   K BERT levels of width D
+    sequence  (N, T, F)             float32   1   log-mel / MFCC / given features
+    frames    (N, T, H, W, C)       uint8     1   RGB frames (C=3), quantised flow (C=2)
+
+Padded steps are zero. Everything is readable with plain ``h5py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from clcr_cli.errors import DataError
+
+FORMAT_VERSION = 1
+KIND_TIME_AXIS = {"levels": 1, "sequence": 0, "frames": 0}  # of one sample's array
+CHUNK_BYTES = 2 << 20
+STR = h5py.string_dtype()
+
+
+@dataclass(frozen=True)
+class ModalityLayout:
+    """How one modality is stored: its model-facing kind and where it came from."""
+
+    kind: str  # levels | sequence | frames
+    source: str  # text | audio | video | flow | array
+    dtype: str  # float32 | uint8
+
+
+@dataclass
+class PartData:
+    """The features of consecutive samples: the content of one part file.
+
+    ``features[m][i]`` is sample i's unpadded array for modality m (time on the
+    kind's time axis); ``skipped`` lists (id, file, reason) of samples left out.
+    """
+
+    ids: list[str] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)
+    labels: list[float] = field(default_factory=list)
+    features: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _pad_stack(arrays: Sequence[np.ndarray], axis: int, length: int, dtype: str) -> np.ndarray:
+    """Stack per-sample arrays, zero-padding each along ``axis`` to ``length``."""
+    first = arrays[0]
+    shape = list(first.shape)
+    shape[axis] = length
+    out = np.zeros((len(arrays), *shape), dtype=dtype)
+    for i, a in enumerate(arrays):
+        index = [i] + [slice(None)] * a.ndim
+        index[1 + axis] = slice(0, a.shape[axis])
+        out[tuple(index)] = a
+    return out
+
+
+def write_part(path: Path, part: PartData, layouts: dict[str, ModalityLayout]) -> None:
+    """Write one part atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("id", data=np.array(part.ids, dtype=object), dtype=STR)
+        f.create_dataset("split", data=np.array(part.splits, dtype=object), dtype=STR)
+        f.create_dataset("label", data=np.asarray(part.labels, dtype="f8"))
+        skipped = np.array([list(s) for s in part.skipped], dtype=object).reshape(-1, 3)
+        f.create_dataset("skipped", data=skipped, dtype=STR)
+        for name, layout in layouts.items():
+            arrays = part.features.get(name, [])
+            axis = KIND_TIME_AXIS[layout.kind]
+            lengths = np.array([a.shape[axis] for a in arrays], dtype="i4")
+            g = f.create_group(name)
+            g.create_dataset("length", data=lengths)
+            if arrays:
+                g.create_dataset("data", data=_pad_stack(arrays, axis, int(lengths.max()), layout.dtype))
+    os.replace(tmp, path)
+
+
+def read_part_skipped(path: Path) -> list[tuple[str, str, str]]:
+    with h5py.File(path, "r") as f:
+        return [tuple(s.decode() if isinstance(s, bytes) else s for s in row) for row in f["skipped"][()]]
+
+
+def _chunk_rows(n: int, row_shape: tuple[int, ...], dtype: str) -> int:
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return max(1, min(n, CHUNK_BYTES // max(row_bytes, 1)))
+
+
+def assemble_store(
+    parts: Sequence[Path],
+    out: Path,
+    layouts: dict[str, ModalityLayout],
+    attrs: dict[str, Any],
+) -> int:
+    """Join part files, in order, into the store at ``out`` (atomically). Returns N.
+
+    Two passes over the parts: lengths and shapes first (to size the padded arrays),
+    then the data, one part in memory at a time.
+    """
+    n = 0
+    max_len = dict.fromkeys(layouts, 0)
+    row_shape: dict[str, tuple[int, ...]] = {}
+    for p in parts:
+        with h5py.File(p, "r") as f:
+            n += len(f["id"])
+            for name in layouts:
+                if "data" not in f[name]:
+                    continue
+                max_len[name] = max(max_len[name], int(f[name]["length"][()].max()))
+                row_shape[name] = f[name]["data"].shape[1:]
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update({"clcr_format": FORMAT_VERSION, "num_samples": n})
+        f.attrs.update({k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in attrs.items()})
+        meta = f.create_group("meta")
+        ids = meta.create_dataset("id", (n,), dtype=STR)
+        splits = meta.create_dataset("split", (n,), dtype=STR)
+        labels = meta.create_dataset("label", (n,), dtype="f8")
+        datasets = {}
+        for name, layout in layouts.items():
+            if name not in row_shape:
+                raise DataError(out, f"no sample has features for modality {name!r}")
+            shape = list(row_shape[name])
+            shape[KIND_TIME_AXIS[layout.kind]] = max_len[name]
+            g = f.create_group(name)
+            g.attrs.update({"kind": layout.kind, "source": layout.source, "dim": shape[-1]})
+            datasets[name] = (
+                g.create_dataset(
+                    "data",
+                    (n, *shape),
+                    dtype=layout.dtype,
+                    chunks=(_chunk_rows(n, tuple(shape), layout.dtype), *shape),
+                    compression="gzip",
+                    compression_opts=1,
+                    shuffle=True,
+                ),
+                g.create_dataset("length", (n,), dtype="i4"),
+            )
+        start = 0
+        for p in parts:
+            with h5py.File(p, "r") as part:
+                m = len(part["id"])
+                if m == 0:
+                    continue
+                stop = start + m
+                ids[start:stop] = part["id"][()]
+                splits[start:stop] = part["split"][()]
+                labels[start:stop] = part["label"][()]
+                for name, layout in layouts.items():
+                    data, length = datasets[name]
+                    block = part[name]["data"][()]
+                    axis = 1 + KIND_TIME_AXIS[layout.kind]
+                    pad = [(0, 0)] * block.ndim
+                    pad[axis] = (0, max_len[name] - block.shape[axis])
+                    data[start:stop] = np.pad(block, pad)
+                    length[start:stop] = part[name]["length"][()]
+                start = stop
+    os.replace(tmp, out)
+    return n
+
+
+@dataclass(frozen=True)
+class ModalityInfo:
+    name: str
+    kind: str
+    source: str
+    shape: tuple[int, ...]  # per sample, padded
+    dtype: str
+
+    @property
+    def dim(self) -> int:
+        return int(self.shape[-1])
+
+
+class FeatureStore:
+    """Read access to a ``features.h5`` written by :func:`assemble_store`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(self.path, "feature store not found (run `clcr extract` first)")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(self.path, f"not a readable HDF5 file ({exc})") from None
+        f = self._file
+        if f.attrs.get("clcr_format") != FORMAT_VERSION:
+            raise DataError(self.path, "not a clcr feature store (or one of another format version)")
+        self.dataset: str = f.attrs["dataset"]
+        self.target: str = f.attrs["target"]
+        self.class_names: list[str] = json.loads(f.attrs["class_names"])
+        self.settings: dict[str, Any] = json.loads(f.attrs.get("settings", "{}"))
+        self.ids = np.array([s.decode() for s in f["meta/id"][()]], dtype=object)
+        self.splits = np.array([s.decode() for s in f["meta/split"][()]], dtype=object)
+        self.labels = f["meta/label"][()]
+        self.modalities = {
+            name: ModalityInfo(
+                name=name,
+                kind=f[name].attrs["kind"],
+                source=f[name].attrs["source"],
+                shape=tuple(f[name]["data"].shape[1:]),
+                dtype=str(f[name]["data"].dtype),
+            )
+            for name in f
+            if name != "meta"
+        }
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split_indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+    def read(self, modality: str, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(data, lengths) of ``modality`` for ``indices`` (sorted; all samples if None).
+
+        Reads go through h5py's selection in index order, so contiguous runs become
+        contiguous chunk reads.
+        """
+        g = self._file[modality]
+        if indices is None:
+            return g["data"][()], g["length"][()]
+        indices = np.asarray(indices)
+        if len(indices) and np.any(np.diff(indices) <= 0):
+            raise ValueError("indices must be strictly increasing")
+        return g["data"][indices], g["length"][indices]

@@ -1,0 +1,118 @@
+"""The staged cache: keys, reuse, invalidation, force, atomic completion and the lock."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import pytest
+
+from clcr_cli.cache import MANIFEST, StageDir, StageKey, atomic_write_text, list_outputs
+from clcr_cli.errors import ClcrError
+
+
+def key(**params) -> StageKey:
+    return StageKey("extract", 1, "synth", {"n": 4, **params})
+
+
+def test_digest_is_stable_and_sensitive_to_every_part():
+    base = key()
+    assert base.digest == key().digest
+    assert len(base.digest) == 12
+    assert key(n=5).digest != base.digest
+    assert StageKey("extract", 2, "synth", {"n": 4}).digest != base.digest
+    assert StageKey("train", 1, "synth", {"n": 4}).digest != base.digest
+    assert StageKey("extract", 1, "mosi", {"n": 4}).digest != base.digest
+    assert StageKey("extract", 1, "synth", {"n": 4}, {"up": "abc"}).digest != base.digest
+    # key order does not matter
+    assert StageKey("s", 1, "d", {"a": 1, "b": 2}).digest == StageKey("s", 1, "d", {"b": 2, "a": 1}).digest
+
+
+def test_complete_only_after_manifest(tmp_path: Path):
+    stage = StageDir(tmp_path, key())
+    assert stage.path == tmp_path / "extract" / f"synth-{key().digest}"
+    with stage.lock():
+        stage.begin()
+        (stage.path / "out.txt").write_text("hello")
+        assert not stage.is_complete()
+        stage.complete({"samples": 3})
+    assert stage.is_complete()
+    manifest = stage.manifest()
+    assert manifest["files"] == {"out.txt": 5, "params.json": (stage.path / "params.json").stat().st_size}
+    assert manifest["summary"] == {"samples": 3}
+    assert manifest["params"] == {"n": 4}
+
+
+def test_force_clears_outputs_and_marks_partial(tmp_path: Path):
+    stage = StageDir(tmp_path, key())
+    with stage.lock():
+        stage.begin()
+        (stage.path / "old.txt").write_text("old")
+        stage.complete()
+    with stage.lock():
+        stage.begin(force=True)
+        assert not stage.is_complete()
+        assert not (stage.path / "old.txt").exists()
+        assert (stage.path / "params.json").exists()
+
+
+def test_begin_without_force_keeps_partial_work(tmp_path: Path):
+    stage = StageDir(tmp_path, key())
+    with stage.lock():
+        stage.begin()
+        (stage.path / "part-0").write_text("done")
+    with stage.lock():
+        stage.begin()
+        assert (stage.path / "part-0").read_text() == "done"
+
+
+def test_atomic_write_leaves_no_temp(tmp_path: Path):
+    target = tmp_path / "m.json"
+    atomic_write_text(target, json.dumps({"a": 1}))
+    atomic_write_text(target, json.dumps({"a": 2}))
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def _hold_lock(workdir: str, ready, release) -> None:
+    stage = StageDir(Path(workdir), key())
+    with stage.lock():
+        ready.set()
+        release.wait(10)
+
+
+def test_lock_excludes_a_second_process(tmp_path: Path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        stage = StageDir(tmp_path, key())
+        with pytest.raises(ClcrError, match=f"being written by pid {holder.pid}"), stage.lock(timeout=0.3):
+            pass
+        # once released, the waiting side gets it
+        release.set()
+        t0 = time.monotonic()
+        with stage.lock(timeout=20):
+            pass
+        assert time.monotonic() - t0 < 20
+    finally:
+        release.set()
+        holder.join(10)
+
+
+def test_list_outputs_reports_state_and_params(tmp_path: Path):
+    done, partial = StageDir(tmp_path, key()), StageDir(tmp_path, key(n=9))
+    for stage in (done, partial):
+        with stage.lock():
+            stage.begin()
+            (stage.path / "x.bin").write_bytes(b"0" * 100)
+    done.complete()
+    rows = {r.key: r for r in list_outputs(tmp_path)}
+    assert rows[done.key.digest].complete and not rows[partial.key.digest].complete
+    assert rows[partial.key.digest].params == {"n": 9}
+    assert rows[done.key.digest].size >= 100
+    assert (done.path / MANIFEST).exists()
