@@ -114,3 +114,85 @@ def extract_config(toml: Mapping[str, Any], cli: Mapping[str, Any], source: str 
     if cfg.part_size < 1:
         raise ConfigError("--part-size must be at least 1")
     return cfg
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Options of ``clcr train``. Defaults follow the paper: SGD (momentum 0.9), lr 1e-3,
+    weight decay 1e-4, batch 64, 100 epochs."""
+
+    task: str = "synth"
+    model: str = "clcr"  # clcr | late-fusion | early-fusion | misa
+    variant: str = "full"
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    optimizer: str = "sgd"  # sgd | adamw
+    scheduler: str = "none"  # none | cosine
+    grad_clip: float = 0.0  # 0: off
+    patience: int = 0  # early stopping after this many epochs without improvement; 0: off
+    d: int = 128
+    num_levels: int = 3
+    num_heads: int = 4
+    participation: float = 0.68
+    lambda_intra: float = 0.1
+    lambda_inter: float = 0.1
+    regression_loss: str = "l1"
+    dropout: float = 0.1
+    valid_fraction: float = 0.1  # carved from train when the store has no valid split
+    seed: int = 0
+
+
+def train_config(toml: Mapping[str, Any], cli: Mapping[str, Any], source: str = "config") -> TrainConfig:
+    cfg = build_config(TrainConfig, "train", toml, cli, None, source)
+    checks = {
+        "optimizer": ("sgd", "adamw"),
+        "scheduler": ("none", "cosine"),
+        "regression_loss": ("l1", "mse"),
+    }
+    for name, allowed in checks.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ConfigError("--epochs and --batch-size must be at least 1")
+    return cfg
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Options of ``clcr eval``."""
+
+    split: str = "test"
+    missing: tuple[str, ...] = ()  # modalities evaluated as absent (masked)
+    batch_size: int = 256
+
+
+def eval_config(toml: Mapping[str, Any], cli: Mapping[str, Any], source: str = "config") -> EvalConfig:
+    cfg = build_config(EvalConfig, "eval", toml, cli, None, source)
+    if cfg.split not in ("train", "valid", "test"):
+        raise ConfigError(f"--split must be train, valid or test, not {cfg.split!r}")
+    return cfg
+
+
+@dataclasses.dataclass
+class AblateConfig:
+    """Options of ``clcr ablate``: which variants, seeds, budget rates and baselines."""
+
+    variants: tuple[str, ...] = ()  # default: every variant of the registry
+    seeds: tuple[int, ...] = (0,)
+    budget_sweep: tuple[float, ...] = ()  # participation rates r for the sparsity study
+    baselines: tuple[str, ...] = ()
+    split: str = "test"
+
+
+@dataclasses.dataclass
+class NoiseConfig:
+    """Options of ``clcr noise``: Gaussian noise on test inputs (MultiBench's protocol)."""
+
+    sigmas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    modality: str = "each"  # each | all | a modality name
+    noise_seeds: tuple[int, ...] = (0, 1, 2)
+    models: tuple[str, ...] = ("clcr", "late-fusion")
+    split: str = "test"

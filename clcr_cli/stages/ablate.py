@@ -1,0 +1,115 @@
+"""Stage ``ablate``: the paper's Table 3, each variant a swapped component, same data and seeds.
+
+Inputs:   train outputs of every (variant | budget rate | baseline, seed), trained or reused.
+Params:   :class:`~clcr_cli.config.AblateConfig` plus the base train options.
+Outputs:  ``<workdir>/ablate/<task>-<key>/``
+            runs.csv       one row per run: label, seed, every metric, its train folder
+            ablation.csv   per label: mean and std of every metric over seeds, and the
+                           difference of the main metric to ``full``
+            ablation.md    the same as a Markdown table in the paper's layout
+Cache:    the table is reused when complete; each run inside is cached by train/eval.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from clcr_cli.cache import StageDir, StageKey
+from clcr_cli.config import AblateConfig, EvalConfig, ExtractConfig, TrainConfig
+from clcr_cli.errors import ConfigError
+from clcr_cli.metrics import METRIC_NAMES, mean_std, metric_label, primary_metric
+from clcr_cli.model import BASELINES, VARIANTS
+from clcr_cli.stages.evaluate import run_eval
+from clcr_cli.stages.train import run_train
+
+ABLATE_VERSION = 1
+
+
+def planned_runs(base: TrainConfig, cfg: AblateConfig) -> list[tuple[str, TrainConfig]]:
+    """(label, train config) of every run the table needs, ``full`` first."""
+    variants = list(cfg.variants or VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS] + [b for b in cfg.baselines if b not in BASELINES]
+    if unknown:
+        raise ConfigError(
+            f"unknown variant/baseline {', '.join(unknown)}; variants: {', '.join(VARIANTS)}; "
+            f"baselines: {', '.join(BASELINES)}"
+        )
+    if "full" not in variants:
+        variants.insert(0, "full")
+    plans: list[tuple[str, dict[str, Any]]] = [(v, {"model": "clcr", "variant": v}) for v in variants]
+    plans += [(f"budget r={r:g}", {"model": "clcr", "variant": "full", "participation": r}) for r in cfg.budget_sweep]
+    plans += [(b, {"model": b, "variant": "full"}) for b in cfg.baselines]
+    return [
+        (label, dataclasses.replace(base, seed=seed, **changes))
+        for label, changes in plans
+        for seed in cfg.seeds
+    ]
+
+
+def _markdown(rows: list[dict[str, Any]], names: list[str], primary: str) -> str:
+    head = ["Variant", *(metric_label(n) for n in names), f"Δ {metric_label(primary)} vs full"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["label"]]
+        cells += [f"{r[n + '_mean']:.4f} ± {r[n + '_std']:.4f}" for n in names]
+        cells.append(f"{r['delta']:+.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_ablate(
+    base: TrainConfig,
+    extract_cfg: ExtractConfig,
+    cfg: AblateConfig,
+    workdir: Path,
+    *,
+    force: bool = False,
+    device: str = "auto",
+    console: Console | None = None,
+) -> Path:
+    """Train and evaluate every planned run (reusing cached ones); write the tables."""
+    console = console or Console(stderr=True)
+    plans = planned_runs(base, cfg)
+    results = []
+    for i, (label, tcfg) in enumerate(plans, 1):
+        console.rule(f"ablate {base.task} [{i}/{len(plans)}]: {label}, seed {tcfg.seed}")
+        train_dir = run_train(tcfg, extract_cfg, workdir, force=force, device=device, console=console)
+        metrics = run_eval(train_dir, EvalConfig(split=cfg.split), device="cpu", console=console)
+        results.append((label, tcfg.seed, train_dir, metrics))
+    target = results[0][3]["target"]
+    names = list(METRIC_NAMES[target])
+    primary, _ = primary_metric(target)
+    params = {"base": dataclasses.asdict(base), "ablate": dataclasses.asdict(cfg)}
+    inputs = {f"{label}/{seed}": d.name for label, seed, d, _ in results}
+    stage = StageDir(workdir, StageKey("ablate", ABLATE_VERSION, base.task, params, inputs))
+    with stage.lock(on_wait=console.print):
+        stage.begin(force=True)
+        with open(stage.path / "runs.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["label", "seed", *names, "train"])
+            for label, seed, train_dir, m in results:
+                writer.writerow([label, seed, *(m["metrics"][n] for n in names), str(train_dir)])
+        labels = list(dict.fromkeys(label for label, *_ in results))
+        summary = {
+            label: mean_std([m["metrics"] for lab, _, _, m in results if lab == label]) for label in labels
+        }
+        rows = []
+        for label in labels:
+            row: dict[str, Any] = {"label": label}
+            for n in names:
+                row[n + "_mean"], row[n + "_std"] = summary[label][n]
+            row["delta"] = row[primary + "_mean"] - summary["full"][primary][0]
+            rows.append(row)
+        with open(stage.path / "ablation.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        (stage.path / "ablation.md").write_text(_markdown(rows, names, primary))
+        stage.complete({"runs": len(results)})
+    console.print((stage.path / "ablation.md").read_text())
+    return stage.path

@@ -1,0 +1,141 @@
+"""Stage ``eval``: the task's standard metrics for one trained model.
+
+Inputs:   a complete train output (weights, config, feature statistics) and its store.
+Params:   :class:`~clcr_cli.config.EvalConfig` (split, modalities evaluated as missing).
+Outputs:  ``<train output>/eval/<task>-<key>/`` -- next to the checkpoint it evaluated:
+            metrics.json     metrics (classification: acc, macro/weighted F1, confusion;
+                             regression: MAE, Corr, Acc-7, Acc-5, Has0/Non0 Acc-2 and F1),
+                             mean InterCAD level and modality weights
+            predictions.csv  id, split, label, prediction (+ prob_<class> for classification)
+Cache:    reused when complete; keyed by the train output's key and the options.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from torch import nn
+
+from clcr_cli.cache import StageDir, StageKey
+from clcr_cli.config import EvalConfig
+from clcr_cli.errors import ConfigError, DataError
+from clcr_cli.stages.data import FeatureStats, SplitData, load_split, standardise
+from clcr_cli.stages.inference import Predictions, compute_metrics, load_trained, predict
+from clcr_cli.store import FeatureStore
+
+EVAL_VERSION = 1
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+
+
+def _train_meta(train_dir: Path) -> dict[str, Any]:
+    manifest = train_dir / "manifest.json"
+    if not manifest.is_file():
+        raise DataError(train_dir, "not a complete train output (run `clcr train` first)")
+    return json.loads(manifest.read_text())
+
+
+def write_predictions(path: Path, pred: Predictions, split: str, target: str, class_names: list[str]) -> None:
+    predicted = pred.predicted(target)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        header = ["id", "split", "label", "prediction"]
+        probs = None
+        if target == "classification":
+            probs = pred.probabilities()
+            header += [f"prob_{c}" for c in class_names]
+        writer.writerow(header)
+        for i, sample_id in enumerate(pred.ids):
+            label = int(pred.target[i]) if target == "classification" else float(pred.target[i])
+            value = int(predicted[i]) if target == "classification" else float(predicted[i])
+            row = [sample_id, split, label, value]
+            if probs is not None:
+                row += [f"{p:.6f}" for p in probs[i]]
+            writer.writerow(row)
+
+
+@dataclass
+class Loaded:
+    """A trained model with one split of its store, standardised, ready to predict."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    stats: FeatureStats
+    kinds: dict[str, str]
+    target: str
+    class_names: list[str]
+    split_name: str
+    split: SplitData
+
+    def predict(
+        self, batch_size: int, device: str, missing: tuple[str, ...] = (), transform=None
+    ) -> tuple[Predictions, dict[str, Any]]:
+        unknown = sorted(set(missing) - set(self.kinds))
+        if unknown:
+            raise ConfigError(
+                f"--missing {', '.join(unknown)}: the task's modalities are {', '.join(self.kinds)}"
+            )
+        present = {m: m not in missing for m in self.kinds} if missing else None
+        pred = predict(self.model, self.split, batch_size, device, present=present, transform=transform)
+        return pred, compute_metrics(pred, self.target, len(self.class_names))
+
+
+def load_for_eval(train_dir: Path, split: str, device: str) -> Loaded:
+    """Load a trained model and the ``split`` of the store it was trained on."""
+    model, meta, stats = load_trained(train_dir, device)
+    with FeatureStore(Path(meta["store"])) as store:
+        kinds = {m: info.kind for m, info in store.modalities.items()}
+        data = standardise(load_split(store, split), stats, kinds)
+        if len(data) == 0:
+            raise DataError(store.path, f"the {split} split is empty")
+        return Loaded(model, meta, stats, kinds, store.target, store.class_names, split, data)
+
+
+def run_eval(
+    train_dir: Path,
+    cfg: EvalConfig,
+    *,
+    force: bool = False,
+    device: str = "cpu",
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Evaluate (or reuse) and return the content of ``metrics.json``."""
+    console = console or Console(stderr=True)
+    train = _train_meta(train_dir)
+    key = StageKey("eval", EVAL_VERSION, train["dataset"], dataclasses.asdict(cfg), {"train": train["key"]})
+    stage = StageDir(train_dir, key)
+    if stage.is_complete() and not force:
+        return json.loads((stage.path / METRICS_FILE).read_text())
+    with stage.lock(on_wait=console.print):
+        stage.begin(force=force)
+        loaded = load_for_eval(train_dir, cfg.split, device)
+        pred, metrics = loaded.predict(cfg.batch_size, device, missing=cfg.missing)
+        result = {
+            "task": train["dataset"],
+            "target": loaded.target,
+            "split": cfg.split,
+            "missing": list(cfg.missing),
+            "train": str(train_dir),
+            "train_key": train["key"],
+            "model": train["params"]["model"],
+            "variant": train["params"]["variant"],
+            "seed": train["params"]["seed"],
+            "num_samples": len(pred.ids),
+            "metrics": metrics,
+            "loss": pred.loss,
+            "modalities": list(loaded.kinds),
+            "level_weights": None if pred.level_weights is None else pred.level_weights.tolist(),
+            "modality_weights": None
+            if pred.modality_weights is None
+            else pred.modality_weights.tolist(),
+        }
+        write_predictions(stage.path / PREDICTIONS_FILE, pred, cfg.split, loaded.target, loaded.class_names)
+        (stage.path / METRICS_FILE).write_text(json.dumps(result, indent=2))
+        stage.complete({"metrics": {k: v for k, v in metrics.items() if k != "confusion"}})
+    return result

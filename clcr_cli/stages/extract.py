@@ -1,0 +1,273 @@
+"""Stage ``extract``: decode a dataset's media and write its features to the HDF5 store.
+
+Inputs:   a dataset loader's samples (``clcr_cli.datasets``), raw media under its root.
+Params:   :class:`~clcr_cli.config.ExtractConfig` minus the options that cannot change
+          the result (text batch size, device): see :func:`extract_key`.
+Outputs:  ``<workdir>/extract/<dataset>-<key>/``
+            features.h5   the feature store (layout in ``clcr_cli.store``)
+            skipped.csv   id, file, reason of every sample left out
+            parts/        resumable part files, removed once the store is complete
+Cache:    a complete output is reused; a killed run resumes after its last whole part
+          (parts are deterministic, so the result equals an uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.metadata
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from clcr_cli.cache import StageDir, StageKey
+from clcr_cli.config import ExtractConfig
+from clcr_cli.datasets import load_dataset, skipped_samples
+from clcr_cli.datasets.base import Dataset, DatasetOptions, Sample
+from clcr_cli.errors import ClcrError, DataError
+from clcr_cli.progress import progress_bar
+from clcr_cli.runtime import resolve_device
+from clcr_cli.store import ModalityLayout, PartData, assemble_store, read_part_skipped, write_part
+
+EXTRACT_VERSION = 1
+STORE_FILE = "features.h5"
+SKIPPED_FILE = "skipped.csv"
+# options that change how fast extraction runs, never what it writes
+NOT_IN_KEY = ("text_batch",)
+SOURCE_LAYOUT = {
+    "text": ModalityLayout("levels", "text", "float32"),
+    "audio": ModalityLayout("sequence", "audio", "float32"),
+    "array": ModalityLayout("sequence", "array", "float32"),
+    "video": ModalityLayout("frames", "video", "uint8"),
+    "flow": ModalityLayout("frames", "flow", "uint8"),
+}
+
+
+def dataset_options(cfg: ExtractConfig, workdir: Path) -> DatasetOptions:
+    """The loader's options, with the dataset root resolved (default ``<workdir>/raw/<name>``)."""
+    if cfg.root is not None:
+        root = Path(cfg.root).expanduser().resolve()
+    elif cfg.manifest is not None:
+        root = Path(cfg.manifest).expanduser().resolve().parent
+    else:
+        raw_name = "synth" if cfg.dataset.startswith("synth") else cfg.dataset
+        root = (Path(workdir) / "raw" / raw_name).resolve()
+    return DatasetOptions(
+        root=root,
+        split_file=None if cfg.split_file is None else Path(cfg.split_file).expanduser().resolve(),
+        fold=cfg.fold,
+        aligned=cfg.aligned,
+        manifest=None if cfg.manifest is None else Path(cfg.manifest).expanduser().resolve(),
+        target=cfg.target,  # type: ignore[arg-type]
+        n_samples=cfg.n_samples,
+        seed=cfg.seed,
+    )
+
+
+def extract_key(cfg: ExtractConfig, options: DatasetOptions) -> StageKey:
+    """The cache key: every option that can change what the store contains."""
+    params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_KEY}
+    params.update(
+        root=str(options.root),
+        split_file=str(options.split_file) if options.split_file else None,
+        manifest=str(options.manifest) if options.manifest else None,
+    )
+    return StageKey("extract", EXTRACT_VERSION, cfg.dataset, params)
+
+
+class Featurizer:
+    """Turns samples into per-modality arrays with the shared extractors.
+
+    Per-sample failures raise :class:`DataError` naming the sample's file; the caller
+    decides (``--on-error``) whether that stops the run or skips the sample.
+    """
+
+    def __init__(self, dataset: Dataset, cfg: ExtractConfig, device: str) -> None:
+        self.dataset = dataset
+        self.cfg = cfg
+        self.sources = dict(dataset.info.modalities)
+        self.text_encoder = None
+        if "text" in self.sources.values():
+            from clcr_cli.features.text import TextLevelEncoder
+
+            self.text_encoder = TextLevelEncoder(
+                cfg.text_model,
+                layers=cfg.text_layers,
+                max_len=cfg.text_max_len,
+                device=device,
+                batch_size=cfg.text_batch,
+            )
+
+    def settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"modalities": self.sources}
+        if self.text_encoder is not None:
+            out["text"] = self.text_encoder.info
+        return out
+
+    def _media(self, sample: Sample, modality: str, source: str) -> np.ndarray:
+        cfg = self.cfg
+        if source == "audio":
+            from clcr_cli.features.audio import audio_features, load_audio
+
+            path = sample.audio or sample.video
+            if path is None:
+                raise DataError(self.dataset.root, f"sample {sample.id}: no audio file")
+            y = load_audio(path, cfg.sample_rate, window=sample.window, max_seconds=cfg.max_seconds)
+            return audio_features(
+                y, cfg.sample_rate, cfg.audio_features, cfg.n_mels, cfg.n_mfcc, cfg.hop_length, cfg.n_fft
+            )
+        if source in ("video", "flow"):
+            from clcr_cli.features.video import read_frames
+
+            if sample.video is None:
+                raise DataError(self.dataset.root, f"sample {sample.id}: no video file")
+            frames = read_frames(
+                sample.video, cfg.num_frames, cfg.frame_size, fps=cfg.fps, window=sample.window
+            )
+            if source == "video":
+                return frames
+            from clcr_cli.features.flow import flow_to_uint8, optical_flow
+
+            if len(frames) < 2:
+                raise DataError(sample.video, "optical flow needs at least two frames")
+            return flow_to_uint8(optical_flow(frames))
+        if source == "array":
+            if modality not in sample.arrays:
+                raise DataError(self.dataset.root, f"sample {sample.id}: no {modality!r} array")
+            a = np.asarray(sample.arrays[modality], dtype="float32")
+            if a.ndim != 2 or a.shape[0] == 0:
+                raise DataError(self.dataset.root, f"sample {sample.id}: {modality!r} is not a (T, F) sequence")
+            return a
+        raise ClcrError(f"unknown modality source {source!r}")
+
+    def part(self, samples: list[Sample]) -> tuple[PartData, list[tuple[Sample, DataError]]]:
+        """Featurize ``samples``; failed samples come back with their error, not in the part."""
+        feats: dict[str, dict[int, np.ndarray]] = {m: {} for m in self.sources}
+        failed: dict[int, DataError] = {}
+        for i, sample in enumerate(samples):
+            for modality, source in self.sources.items():
+                if source == "text":
+                    continue
+                try:
+                    feats[modality][i] = self._media(sample, modality, source)
+                except DataError as err:
+                    failed.setdefault(i, err)
+        for modality, source in self.sources.items():
+            if source != "text":
+                continue
+            todo = [i for i in range(len(samples)) if i not in failed]
+            for i in todo:
+                if not (samples[i].text or "").strip():
+                    failed[i] = DataError(self.dataset.root, f"sample {samples[i].id}: empty transcript")
+            todo = [i for i in todo if i not in failed]
+            if todo:
+                levels, lengths = self.text_encoder.encode([samples[i].text for i in todo])
+                for j, i in enumerate(todo):
+                    feats[modality][i] = levels[j][:, : lengths[j]]
+        part = PartData()
+        for i, sample in enumerate(samples):
+            if i in failed:
+                continue
+            part.ids.append(sample.id)
+            part.splits.append(sample.split)
+            part.labels.append(float(sample.label))
+            for modality in self.sources:
+                part.features.setdefault(modality, []).append(feats[modality][i])
+        return part, [(samples[i], failed[i]) for i in sorted(failed)]
+
+
+def _package_versions() -> dict[str, str]:
+    names = ("clcr", "torch", "transformers", "librosa", "opencv-python-headless", "av", "h5py")
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def run_extract(
+    cfg: ExtractConfig,
+    workdir: Path,
+    *,
+    force: bool = False,
+    device: str = "auto",
+    console: Console | None = None,
+    lock_timeout: float | None = None,
+    after_part: Callable[[int], None] | None = None,
+) -> Path:
+    """Run (or reuse, or resume) the extract stage; return the path of ``features.h5``."""
+    console = console or Console(stderr=True)
+    options = dataset_options(cfg, workdir)
+    key = extract_key(cfg, options)
+    stage = StageDir(workdir, key)
+    store = stage.path / STORE_FILE
+    if stage.is_complete() and not force:
+        console.print(f"[green]reusing[/] extract {cfg.dataset} ({key.digest}): {store}")
+        return store
+    dataset = load_dataset(cfg.dataset, options)
+    if not dataset.samples:
+        raise DataError(options.root, "the dataset has no samples")
+    with stage.lock(lock_timeout, on_wait=console.print):
+        if stage.is_complete() and not force:
+            console.print(f"[green]reusing[/] extract {cfg.dataset} ({key.digest}): {store}")
+            return store
+        stage.begin(force=force)
+        parts_dir = stage.path / "parts"
+        parts_dir.mkdir(exist_ok=True)
+        n_parts = (len(dataset.samples) + cfg.part_size - 1) // cfg.part_size
+        parts = [parts_dir / f"part-{i:05d}.h5" for i in range(n_parts)]
+        todo = [i for i, p in enumerate(parts) if not p.exists()]
+        if len(todo) < n_parts:
+            console.print(f"resuming extract {cfg.dataset}: {n_parts - len(todo)}/{n_parts} parts done")
+        featurizer = Featurizer(dataset, cfg, resolve_device(device))
+        layouts = {m: SOURCE_LAYOUT[s] for m, s in dataset.info.modalities.items()}
+        started = time.monotonic()
+        with progress_bar(console) as progress:
+            task = progress.add_task(
+                f"extract {cfg.dataset}",
+                total=len(dataset.samples),
+                completed=(n_parts - len(todo)) * cfg.part_size,
+            )
+            for i in todo:
+                chunk = dataset.samples[i * cfg.part_size : (i + 1) * cfg.part_size]
+                part, failed = featurizer.part(chunk)
+                for sample, err in failed:
+                    if cfg.on_error == "fail":
+                        raise err
+                    part.skipped.append((sample.id, str(err.path), err.problem))
+                write_part(parts[i], part, layouts)
+                progress.advance(task, len(chunk))
+                if after_part is not None:
+                    after_part(i)
+        skipped = [(s_id, "", reason) for s_id, reason in skipped_samples(cfg.dataset, options)]
+        for p in parts:
+            skipped.extend(read_part_skipped(p))
+        with open(stage.path / SKIPPED_FILE, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["id", "file", "reason"])
+            writer.writerows(skipped)
+        attrs = {
+            "dataset": cfg.dataset,
+            "target": dataset.info.target,
+            "class_names": list(dataset.info.class_names),
+            "extract_key": key.digest,
+            "settings": {**key.params, **featurizer.settings()},
+            "versions": _package_versions(),
+        }
+        n = assemble_store(parts, store, layouts, attrs)
+        for p in parts:
+            p.unlink()
+        parts_dir.rmdir()
+        stage.complete(
+            {"samples": n, "skipped": len(skipped), "seconds": round(time.monotonic() - started, 2)}
+        )
+    console.print(
+        f"[green]extracted[/] {cfg.dataset}: {n} samples, {len(skipped)} skipped -> {store}"
+    )
+    return store
