@@ -1,0 +1,134 @@
+"""The CSV manifest loader: a user's own dataset under a new name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clcr_cli.datasets import load_dataset
+from clcr_cli.datasets.base import DatasetOptions
+from clcr_cli.errors import DataError
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.replace("\n", "\r\n").encode())
+    return path
+
+
+def media(folder: Path, *names: str) -> None:
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"\0")
+
+
+def test_classification_with_image_text_and_relative_paths(tmp_path):
+    folder = tmp_path / "mydata"
+    media(
+        folder,
+        "a/1.wav",
+        "a/2.wav",
+        "a/3.wav",
+        "a/4.wav",
+        "img/1.png",
+        "img/2.png",
+        "img/3.png",
+        "img/4.png",
+    )
+    write(folder / "notes" / "4.txt", "  read from a file \n")
+    absolute = tmp_path / "elsewhere.wav"
+    absolute.write_bytes(b"\0")
+    manifest = write(
+        folder / "manifest.csv",
+        "ID,Split,Label,audio,image,text,speaker\n"
+        's1,train,dog,a/1.wav,img/1.png,"a dog, barking",x\n'
+        "s2,train,cat,a/2.wav,img/2.png,a cat,y\n"
+        "s3,valid,dog,a/3.wav,img/3.png,another dog,x\n"
+        f"s4,test,bird,{absolute},img/4.png,notes/4.txt,z\n",
+    )
+    dataset = load_dataset("pets", DatasetOptions(manifest=manifest))
+    assert dataset.info.name == "pets" and dataset.info.target == "classification"
+    assert dataset.info.class_names == ("bird", "cat", "dog")
+    assert dataset.info.modalities == {"audio": "audio", "image": "video", "text": "text"}
+    assert dataset.root == folder
+    by_id = {s.id: s for s in dataset.samples}
+    assert [by_id[i].label for i in ("s1", "s2", "s3", "s4")] == [2.0, 1.0, 2.0, 0.0]
+    assert [by_id[i].split for i in ("s1", "s2", "s3", "s4")] == ["train", "train", "valid", "test"]
+    assert (
+        by_id["s1"].audio == folder / "a" / "1.wav"
+        and by_id["s1"].video == folder / "img" / "1.png"
+    )
+    assert by_id["s1"].text == "a dog, barking" and by_id["s4"].text == "read from a file"
+    assert by_id["s4"].audio == absolute
+
+
+def test_integer_labels_sort_numerically_and_valid_is_carved(tmp_path):
+    rows = "".join(f"r{k},{'test' if k < 3 else 'train'},{k % 12},clip{k}.mp4\n" for k in range(30))
+    media(tmp_path, *(f"clip{k}.mp4" for k in range(30)))
+    manifest = write(tmp_path / "m.csv", "id,split,label,video\n" + rows)
+    dataset = load_dataset("counts", DatasetOptions(manifest=manifest, seed=4))
+    assert dataset.info.class_names == tuple(str(k) for k in range(12))
+    assert {s.id: s.label for s in dataset.samples}["r11"] == 11.0
+    assert dataset.info.modalities == {"video": "video"}
+    assert sum(s.split == "valid" for s in dataset.samples) == round(0.1 * 27)
+
+
+def test_regression_inferred_or_requested(tmp_path):
+    media(tmp_path, "1.wav", "2.wav", "3.wav")
+    manifest = write(
+        tmp_path / "m.csv",
+        "id,split,label,audio\na,train,0.5,1.wav\nb,valid,-2,2.wav\nc,test,1,3.wav\n",
+    )
+    dataset = load_dataset("mood", DatasetOptions(manifest=manifest))
+    assert dataset.info.target == "regression" and dataset.info.class_names == ()
+    assert [s.label for s in dataset.samples] == [0.5, -2.0, 1.0]
+    whole = write(
+        tmp_path / "w.csv",
+        "id,split,label,audio\na,train,1,1.wav\nb,valid,2,2.wav\nc,test,3,3.wav\n",
+    )
+    assert load_dataset("w", DatasetOptions(manifest=whole)).info.target == "classification"
+    assert (
+        load_dataset("w", DatasetOptions(manifest=whole, target="regression")).samples[2].label
+        == 3.0
+    )
+    words = write(
+        tmp_path / "x.csv",
+        "id,split,label,audio\na,train,high,1.wav\nb,valid,2,2.wav\nc,test,3,3.wav\n",
+    )
+    with pytest.raises(DataError, match=r"x.csv: regression labels must be numbers: row 2 'high'"):
+        load_dataset("x", DatasetOptions(manifest=words, target="regression"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("id,label,audio\na,1,1.wav\n", "missing column(s) split"),
+        (
+            "id,split,label,speaker\na,train,1,x\n",
+            "no modality column; add one or more of audio, video, image, text",
+        ),
+        ("id,split,label,video,image\na,train,1,1.wav,1.wav\n", "has both video and image columns"),
+        (
+            "id,split,label,audio\na,train,1,1.wav\nb,dev,1,1.wav\n",
+            "row 3: split 'dev' is not one of train, valid, test",
+        ),
+        ("id,split,label,audio\na,train,1,\n", "row 2: empty audio"),
+        ("id,split,label,audio\n", "lists no samples"),
+        (
+            "id,split,label,audio\na,train,1,1.wav\na,valid,1,1.wav\nb,test,0,1.wav\nb,train,0,1.wav\n",
+            "2 duplicate sample id(s): a, b",
+        ),
+        (
+            "id,split,label,audio\n" + "".join(f"s{k},train,1,gone{k}.wav\n" for k in range(7)),
+            "7 listed file(s) do not exist: gone0.wav, gone1.wav, gone2.wav, gone3.wav, gone4.wav, ...",
+        ),
+        ("id,split,label,audio\na,train,1,1.wav\nb,valid,0,1.wav\n", "no samples in split(s) test"),
+    ],
+)
+def test_manifest_errors_name_the_file(tmp_path, text, message):
+    media(tmp_path, "1.wav")
+    manifest = write(tmp_path / "bad.csv", text)
+    with pytest.raises(DataError) as err:
+        load_dataset("mine", DatasetOptions(manifest=manifest))
+    assert err.value.path == manifest and message in str(err.value) and "\n" not in str(err.value)
