@@ -245,7 +245,7 @@ def run_extract(
                 progress.advance(task, len(chunk))
                 if after_part is not None:
                     after_part(i)
-        skipped = [(s_id, "", reason) for s_id, reason in skipped_samples(cfg.dataset, options)]
+        skipped = [(s.id, "", s.reason) for s in skipped_samples(dataset)]
         for p in parts:
             skipped.extend(read_part_skipped(p))
         with open(stage.path / SKIPPED_FILE, "w", newline="") as fh:

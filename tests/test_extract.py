@@ -1,0 +1,235 @@
+"""The extract stage: caching, kill-and-resume, and bad input (on small generated data)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import multiprocessing as mp
+import os
+import signal
+import time
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from clcr_cli.cli import app
+from clcr_cli.config import extract_config
+from clcr_cli.errors import DataError
+from clcr_cli.features.text import TextLevelEncoder
+from clcr_cli.stages.extract import run_extract
+from clcr_cli.store import FeatureStore
+
+SMALL = {"dataset": "synth", "n_samples": 12, "part_size": 4}
+
+
+def store_content(path: Path) -> dict[str, np.ndarray]:
+    """Every dataset of a store (values only; attrs hold paths that differ between workdirs)."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def assert_same_content(a: Path, b: Path) -> None:
+    ca, cb = store_content(a), store_content(b)
+    assert ca.keys() == cb.keys()
+    for k in ca:
+        np.testing.assert_array_equal(ca[k], cb[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory) -> tuple[Path, Path]:
+    workdir = tmp_path_factory.mktemp("wd")
+    return workdir, run_extract(extract_config({}, SMALL), workdir)
+
+
+def test_store_shapes_and_text_levels(extracted):
+    _, path = extracted
+    with FeatureStore(path) as store:
+        assert len(store) == 12 and store.num_classes == 8
+        assert set(store.modalities) == {"text", "audio", "video"}
+        assert store.modalities["text"].shape[:1] == (3,) and store.modalities["text"].dim == 384
+        assert store.modalities["video"].shape == (16, 32, 32, 3)
+        assert store.modalities["audio"].dim == 64
+        assert set(store.splits) <= {"train", "valid", "test"}
+        assert store.settings["text"]["layers"] == [2, 4, 6]
+        # the stored "late" level is the model's hidden state at layer 6, per sample
+        texts = [s.text for s in _synth_samples(path)]
+        levels, lengths = TextLevelEncoder("minilm", layers=(6,), max_len=32).encode(texts[:3])
+        data, stored_len = store.read("text", np.arange(3))
+        np.testing.assert_array_equal(stored_len, lengths)
+        for i in range(3):
+            np.testing.assert_allclose(data[i, 2, : lengths[i]], levels[i, 0, : lengths[i]], atol=1e-5)
+            assert not data[i, :, lengths[i] :].any()
+
+
+def _synth_samples(store_path: Path):
+    from clcr_cli.datasets import load_dataset
+    from clcr_cli.stages.extract import dataset_options
+
+    workdir = store_path.parents[2]
+    return load_dataset("synth", dataset_options(extract_config({}, SMALL), workdir)).samples
+
+
+def test_complete_output_is_reused(extracted):
+    workdir, path = extracted
+    mtime = path.stat().st_mtime_ns
+    t0 = time.monotonic()
+    again = run_extract(extract_config({}, SMALL), workdir)
+    assert again == path and path.stat().st_mtime_ns == mtime
+    assert time.monotonic() - t0 < 5
+
+
+def test_changed_option_gets_new_key_and_force_redoes(extracted):
+    workdir, path = extracted
+    other = run_extract(extract_config({}, {**SMALL, "n_mels": 32}), workdir)
+    assert other.parent != path.parent
+    with FeatureStore(other) as store:
+        assert store.modalities["audio"].dim == 32
+    mtime = other.stat().st_mtime_ns
+    forced = run_extract(extract_config({}, {**SMALL, "n_mels": 32}), workdir, force=True)
+    assert forced == other and forced.stat().st_mtime_ns != mtime
+    assert_same_content(forced, path.parent.parent / other.parent.name / "features.h5")
+
+
+def _extract_then_sigkill(workdir: str, kill_after_part: int) -> None:
+    def after_part(i: int) -> None:
+        if i == kill_after_part:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    run_extract(extract_config({}, SMALL), Path(workdir), after_part=after_part)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(extracted, tmp_path: Path):
+    _, reference = extracted
+    proc = mp.get_context("spawn").Process(target=_extract_then_sigkill, args=(str(tmp_path), 1))
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == -signal.SIGKILL
+    stage_dir = next((tmp_path / "extract").iterdir())
+    assert not (stage_dir / "manifest.json").exists()
+    assert sorted(p.name for p in (stage_dir / "parts").iterdir()) == ["part-00000.h5", "part-00001.h5"]
+    done_parts = []
+    resumed = run_extract(extract_config({}, SMALL), tmp_path, after_part=done_parts.append)
+    assert done_parts == [2]  # only the missing part was extracted
+    assert_same_content(resumed, reference)
+
+
+# --- bad input, through a user's manifest -------------------------------------------------
+
+
+def write_wav(path: Path, seconds: float = 0.5) -> None:
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
+
+
+def write_mp4(path: Path, n: int = 6) -> None:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 8, (32, 32))
+    for i in range(n):
+        w.write(np.full((32, 32, 3), 20 * i, np.uint8))
+    w.release()
+
+
+@pytest.fixture
+def manifest_dir(tmp_path: Path) -> Path:
+    rows = []
+    for i in range(6):
+        write_wav(tmp_path / f"a{i}.wav")
+        write_mp4(tmp_path / f"v{i}.mp4")
+        rows.append({"id": f"s{i}", "split": ["train", "train", "valid", "test"][i % 4], "label": i % 2,
+                     "audio": f"a{i}.wav", "video": f"v{i}.mp4", "text": f"sample number {i}"})
+    with open(tmp_path / "data.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return tmp_path
+
+
+def manifest_cfg(folder: Path, **extra):
+    return extract_config({}, {"dataset": "mine", "manifest": str(folder / "data.csv"), "part_size": 2,
+                              "num_frames": 4, "frame_size": 32, "max_seconds": 1.0, **extra})
+
+
+def rewrite_manifest(folder: Path, sample: str, column: str, value: str) -> None:
+    with open(folder / "data.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        if r["id"] == sample:
+            r[column] = value
+    with open(folder / "data.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.mark.parametrize(
+    ("column", "make_bad", "problem"),
+    [
+        ("audio", lambda p: p.write_bytes(b"RIFF\x00\x00junk"), "bad.wav"),
+        ("video", lambda p: p.write_bytes(b""), "bad.mp4"),
+        ("text", None, "row 3: empty text"),  # the loader refuses it before extraction
+    ],
+)
+def test_bad_sample_fails_or_is_skipped_and_cache_survives(manifest_dir, tmp_path_factory, column, make_bad, problem):
+    workdir = tmp_path_factory.mktemp("wd")
+    good = run_extract(manifest_cfg(manifest_dir), workdir)
+    good_content = store_content(good)
+    if make_bad is None:
+        rewrite_manifest(manifest_dir, "s1", column, "")
+    else:
+        bad = manifest_dir / ("bad.wav" if column == "audio" else "bad.mp4")
+        make_bad(bad)
+        rewrite_manifest(manifest_dir, "s1", column, bad.name)
+    cfg = manifest_cfg(manifest_dir, n_mels=32)  # a new key: the old output must survive
+    with pytest.raises(DataError, match=problem):
+        run_extract(cfg, workdir)
+    if column == "text":
+        assert not any((workdir / "extract").glob("*/manifest.json.tmp*"))
+        assert_unchanged(good, good_content)
+        return
+    skipped_run = run_extract(dataclasses.replace(cfg, on_error="skip"), workdir)
+    with FeatureStore(skipped_run) as store:
+        assert "s1" not in set(store.ids) and len(store) == 5
+    with open(skipped_run.parent / "skipped.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["id"] for r in rows] == ["s1"] and problem in rows[0]["file"] + rows[0]["reason"]
+    assert_unchanged(good, good_content)
+
+
+def assert_unchanged(store: Path, content: dict[str, np.ndarray]) -> None:
+    assert (store.parent / "manifest.json").exists()
+    now = store_content(store)
+    assert now.keys() == content.keys()
+    for k, v in now.items():
+        np.testing.assert_array_equal(v, content[k])
+
+
+def test_cli_bad_root_is_one_line_and_nonzero(tmp_path: Path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["extract", "--dataset", "cremad", "--root", str(tmp_path / "nope"),
+                                 "--workdir", str(tmp_path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "nope" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_cli_unknown_dataset_and_bad_option(tmp_path: Path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["extract", "--dataset", "nosuch", "--workdir", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown dataset 'nosuch'" in result.output
+    result = runner.invoke(app, ["extract", "--on-error", "maybe", "--workdir", str(tmp_path)])
+    assert result.exit_code == 2 and "--on-error" in result.output
+
+
+def test_cli_status_lists_outputs(extracted):
+    workdir, path = extracted
+    result = CliRunner().invoke(app, ["status", "--workdir", str(workdir)])
+    assert result.exit_code == 0
+    assert "extract" in result.output and path.parent.name.split("-")[-1] in result.output
+    assert "complete" in result.output
