@@ -86,7 +86,9 @@ def load_audio(
     if window is not None:
         y = _cut_window(y, rate, window, path)
     if y.size == 0:
-        raise DataError(path, "empty audio" if window is None else f"empty audio in window {window}")
+        raise DataError(
+            path, "empty audio" if window is None else f"empty audio in window {window}"
+        )
     if rate != sample_rate:
         y = librosa.resample(y, orig_sr=rate, target_sr=sample_rate)
     if max_seconds is not None:
@@ -102,7 +104,9 @@ def audio_feature_dim(kind: str, n_mels: int = 64, n_mfcc: int = 20) -> int:
 
 def _check_kind(kind: str, n_mels: int, n_mfcc: int) -> None:
     if kind not in AUDIO_KINDS:
-        raise ConfigError(f"unknown audio feature kind {kind!r}; choose from {', '.join(AUDIO_KINDS)}")
+        raise ConfigError(
+            f"unknown audio feature kind {kind!r}; choose from {', '.join(AUDIO_KINDS)}"
+        )
     if "mfcc" in kind and not 1 <= n_mfcc <= n_mels:
         raise ConfigError(f"n_mfcc ({n_mfcc}) must lie in 1..n_mels ({n_mels})")
 

@@ -72,7 +72,9 @@ def default_layers(num_hidden_layers: int, num_levels: int = 3) -> tuple[int, ..
         raise ConfigError(
             f"cannot take {num_levels} text levels from a model with {num_hidden_layers} layers"
         )
-    return tuple(round(num_hidden_layers * level / num_levels) for level in range(1, num_levels + 1))
+    return tuple(
+        round(num_hidden_layers * level / num_levels) for level in range(1, num_levels + 1)
+    )
 
 
 def _check_layers(layers: tuple[int, ...], num_hidden_layers: int, model: str) -> tuple[int, ...]:
@@ -140,7 +142,9 @@ class TextLevelEncoder:
         self.layers = _check_layers(layers, self.num_hidden_layers, model)
         max_positions = int(getattr(config, "max_position_embeddings", max_len))
         if not 2 <= max_len <= max_positions:
-            raise ConfigError(f"text max_len {max_len} must lie in 2..{max_positions} for {model!r}")
+            raise ConfigError(
+                f"text max_len {max_len} must lie in 2..{max_positions} for {model!r}"
+            )
         if batch_size < 1:
             raise ConfigError(f"text batch_size must be positive, got {batch_size}")
         self.max_len = max_len
@@ -170,7 +174,9 @@ class TextLevelEncoder:
         for index, text in enumerate(texts):
             if not text or not text.strip():
                 raise EmptyTextError(index)
-        levels = np.zeros((len(texts), len(self.layers), self.max_len, self.hidden_size), np.float32)
+        levels = np.zeros(
+            (len(texts), len(self.layers), self.max_len, self.hidden_size), np.float32
+        )
         lengths = np.zeros(len(texts), np.int32)
         for start in range(0, len(texts), self.batch_size):
             stop = start + self.batch_size
@@ -186,6 +192,8 @@ class TextLevelEncoder:
         mask = tokens["attention_mask"]
         stacked = torch.stack([hidden[layer] for layer in self.layers], dim=1)  # (b, L, t, D)
         stacked = stacked * mask[:, None, :, None].to(stacked.dtype)
-        padded = np.zeros((len(texts), len(self.layers), self.max_len, self.hidden_size), np.float32)
+        padded = np.zeros(
+            (len(texts), len(self.layers), self.max_len, self.hidden_size), np.float32
+        )
         padded[:, :, : stacked.shape[2]] = stacked.float().cpu().numpy()
         return padded, mask.sum(dim=1).cpu().numpy().astype(np.int32)

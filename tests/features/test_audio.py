@@ -64,8 +64,12 @@ def test_window_and_max_seconds_cut(tmp_path: Path) -> None:
         load_audio(tmp_path / "ramp.wav", window=(2.0, 1.0))
 
 
-@pytest.mark.parametrize(("codec", "suffix", "tolerance"), [("aac", ".mp4", 0.03), ("pcm_s16le", ".mov", 1e-4)])
-def test_audio_inside_a_container_decodes_to_the_signal(tmp_path: Path, codec: str, suffix: str, tolerance: float) -> None:
+@pytest.mark.parametrize(
+    ("codec", "suffix", "tolerance"), [("aac", ".mp4", 0.03), ("pcm_s16le", ".mov", 1e-4)]
+)
+def test_audio_inside_a_container_decodes_to_the_signal(
+    tmp_path: Path, codec: str, suffix: str, tolerance: float
+) -> None:
     y = sine(440, 1.0)
     path = tmp_path / f"clip{suffix}"
     write_container(path, y, codec)
@@ -119,7 +123,9 @@ def test_feature_kinds_stack_logmel_and_mfcc() -> None:
     both = audio_features(y, RATE, "logmel+mfcc", n_mels=40, n_mfcc=13)
     np.testing.assert_array_equal(both, np.concatenate([logmel, mfcc], axis=1))
     for kind in AUDIO_KINDS:
-        assert audio_features(y, RATE, kind, n_mels=40, n_mfcc=13).shape[1] == audio_feature_dim(kind, 40, 13)
+        assert audio_features(y, RATE, kind, n_mels=40, n_mfcc=13).shape[1] == audio_feature_dim(
+            kind, 40, 13
+        )
     with pytest.raises(ConfigError, match="unknown audio feature kind"):
         audio_feature_dim("spectrogram")
     with pytest.raises(ConfigError, match="n_mfcc"):

@@ -15,7 +15,11 @@ from clcr_cli.features.text import (
     resolve_text_model,
 )
 
-TEXTS = ["A click, then a thud.", "Short.", "The noise grew louder and louder, then softer, then louder again until the very end of the day."]
+TEXTS = [
+    "A click, then a thud.",
+    "Short.",
+    "The noise grew louder and louder, then softer, then louder again until the very end of the day.",
+]
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,9 @@ def test_evenly_spaced_frames_in_order(ramp_clip: Path) -> None:
 
 def test_fps_sampling_and_window(ramp_clip: Path) -> None:
     frames = read_frames(ramp_clip, num_frames=8, size=16, fps=2.0)  # every 4th frame
-    np.testing.assert_allclose(frame_levels(frames), [level(i) for i in (0, 4, 8, 12, 16, 20)], atol=4)
+    np.testing.assert_allclose(
+        frame_levels(frames), [level(i) for i in (0, 4, 8, 12, 16, 20)], atol=4
+    )
     frames = read_frames(ramp_clip, num_frames=3, size=16, window=(1.0, 2.0))  # frames 8..15
     np.testing.assert_allclose(frame_levels(frames), [level(8), level(12), level(15)], atol=4)
     frames = read_frames(ramp_clip, num_frames=2, size=16, fps=4.0, window=(2.0, 5.0))  # capped
