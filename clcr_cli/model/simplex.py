@@ -50,7 +50,9 @@ def _solve_tau(y: Tensor, budget: Tensor, mask: Tensor) -> Tensor:
     sorted_desc = y_filled.sort(1, descending=True).values
     prefix = torch.nn.functional.pad(sorted_desc.cumsum(1), (1, 0))
     breakpoints = torch.cat([y_filled, y_filled - 1], 1).sort(1).values  # ascending
-    g = _relu_sum(sorted_desc, prefix, breakpoints) - _relu_sum(sorted_desc, prefix, breakpoints + 1)
+    g = _relu_sum(sorted_desc, prefix, breakpoints) - _relu_sum(
+        sorted_desc, prefix, breakpoints + 1
+    )
     # g is non-increasing along the ascending breakpoints: last k with g(c_k) >= B
     k = ((g >= budget[:, None]).sum(1) - 1).clamp(min=0)
     lo = breakpoints.gather(1, k[:, None]).squeeze(1)

@@ -44,7 +44,9 @@ def test_matches_qp_solver_on_random_rows(seed: int) -> None:
     steps = int(rng.integers(2, 12))
     y = rng.normal(scale=rng.choice([0.1, 1.0, 5.0]), size=(steps,))
     budget = float(rng.uniform(0, steps))
-    got = capped_simplex_projection(torch.tensor(y)[None], torch.tensor([budget], dtype=torch.float64))[0].numpy()
+    got = capped_simplex_projection(
+        torch.tensor(y)[None], torch.tensor([budget], dtype=torch.float64)
+    )[0].numpy()
     qp = qp_reference(y, budget)
     # the interior-point solver is only accurate to ~1e-5; ours must be as good or better
     assert np.sum((got - y) ** 2) <= np.sum((qp - y) ** 2) + 1e-9
@@ -62,7 +64,7 @@ def test_batched_rows_with_ties_and_edge_budgets() -> None:
             budgets.append(budget)
     y = torch.tensor(np.stack(rows))
     got = capped_simplex_projection(y, torch.tensor(budgets, dtype=torch.float64)).numpy()
-    for row, budget, a in zip(rows, budgets, got):
+    for row, budget, a in zip(rows, budgets, got, strict=True):
         np.testing.assert_allclose(a, bisection_reference(row, budget), atol=1e-8)
         assert abs(a.sum() - budget) < 1e-9
     # equal scores share the budget equally
@@ -78,15 +80,21 @@ def test_masked_steps_get_zero_and_are_excluded() -> None:
     for i, n in enumerate(valid):
         mask[i, n:] = False
     budgets = np.array([4.5, 3.0, 3.9, 0.4, 0.0])
-    got = capped_simplex_projection(torch.tensor(y), torch.tensor(budgets, dtype=torch.float64), torch.tensor(mask)).numpy()
+    got = capped_simplex_projection(
+        torch.tensor(y), torch.tensor(budgets, dtype=torch.float64), torch.tensor(mask)
+    ).numpy()
     for i, n in enumerate(valid):
         assert np.all(got[i, n:] == 0)
         if n:
-            np.testing.assert_allclose(got[i, :n], bisection_reference(y[i, :n], budgets[i]), atol=1e-9)
+            np.testing.assert_allclose(
+                got[i, :n], bisection_reference(y[i, :n], budgets[i]), atol=1e-9
+            )
     # the values under the mask cannot matter
     y2 = y.copy()
     y2[~mask] = 1e3
-    got2 = capped_simplex_projection(torch.tensor(y2), torch.tensor(budgets, dtype=torch.float64), torch.tensor(mask)).numpy()
+    got2 = capped_simplex_projection(
+        torch.tensor(y2), torch.tensor(budgets, dtype=torch.float64), torch.tensor(mask)
+    ).numpy()
     np.testing.assert_array_equal(got, got2)
 
 

@@ -1,0 +1,177 @@
+"""IntraCED: the intra-level controlled exchange domain (one instance per level l).
+
+Paper symbols and the readings chosen here:
+
+*Shared/private decomposition.* ``h_{l,t,sh} = h_{l,t} P_l^sh`` and ``h_{l,t,pr} = h_{l,t}
+P_{l,m}^pr`` with ``P = U U^T`` built from orthonormal bases ``U_l^sh`` (common to every
+modality) and ``U_{l,m}^pr``. We work in the bases' coordinates (``h U`` instead of
+``h U U^T``): the two differ by the isometry ``U``, so norms and attention are unchanged
+and the streams are narrower. Parameterisation (Stiefel, exact after every optimiser step):
+one orthogonal d x d matrix ``Q_l`` per level gives ``U_l^sh = Q_l[:, :k_sh]`` and the
+orthonormal complement ``C_l = Q_l[:, k_sh:]``; each modality's private basis is
+``U_{l,m}^pr = C_l V_{l,m}`` with ``V_{l,m}`` on the Stiefel manifold St(d - k_sh, k_pr).
+Hence ``U^T U = I`` for every basis and ``(U_l^sh)^T U_{l,m}^pr = 0`` by construction.
+
+*Token budget.* Shared evidence ``e_t = ||h_{t,sh}||_2``, normalised by ``sqrt(k_sh)`` so
+that it is O(1) for layer-normed inputs. Scores ``alpha~_t = sigmoid(gamma_m (e_t - theta_l))``
+with a positive learnable scale ``gamma_m`` (softplus) and a level threshold ``theta_l``.
+The sigmoid is a deliberate choice: the projection onto the capped simplex is invariant to
+adding a constant to all scores, so with an affine map ``gamma (e - theta)`` the threshold
+would have no effect at all. Then ``alpha = Proj_{Delta(B_l)}(alpha~)`` (simplex.py) with
+``B_l = rho_l * n_valid``: ``rho_l = sigmoid(beta_l)`` is the learnable participation rate
+of level l, initialised to the configured rate r, so ``B_l`` stays inside (0, n_valid) for
+every sample whatever its length. ``learn_budget=False`` freezes ``rho_l = r`` (sparsity sweep).
+
+*Exchange.* ``h~_{t,sh}^(m) = alpha_t^(m) Attn(Q_t^(m), K^(-m), V^(-m))``: modality m's shared
+tokens query the concatenated shared tokens of the other (present) modalities at the same
+level; queries, keys and values are linear maps of shared coordinates only (one set per
+level, common to all modalities since the shared subspace is common). We read the result as a
+residual update of the shared stream, ``s_t = h_{t,sh} + h~_{t,sh}``: "alpha controls how much
+external evidence each token absorbs". Private coordinates never enter this computation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import orthogonal
+
+from clcr_cli.model.attention import CrossAttention
+from clcr_cli.model.simplex import capped_simplex_projection
+
+
+@dataclass
+class LevelStreams:
+    """What one level's exchange hands to InterCAD and the regularisers, per modality."""
+
+    shared: dict[str, Tensor]  # (B, T_m, k_sh): the exchanged shared stream
+    private: dict[str, Tensor] | None  # (B, T_m, k_pr); None where there is no split
+    mask: dict[str, Tensor]  # (B, T_m) bool: valid steps of present modalities
+    alpha: dict[str, Tensor] | None  # (B, T_m) budget weights; None without a budget
+
+
+def stiefel_matrix(rows: int, cols: int) -> nn.Module:
+    """A module whose ``weight`` (rows x cols, rows >= cols) always has orthonormal columns."""
+    return orthogonal(nn.Linear(cols, rows, bias=False))
+
+
+def others_concat(
+    streams: dict[str, Tensor], masks: dict[str, Tensor], name: str
+) -> tuple[Tensor, Tensor]:
+    """Concatenate every modality except ``name`` along time: K^(-m) and its mask."""
+    keys = [streams[o] for o in streams if o != name]
+    key_masks = [masks[o] for o in streams if o != name]
+    return torch.cat(keys, 1), torch.cat(key_masks, 1)
+
+
+class LevelBases(nn.Module):
+    """``U_l^sh`` (d x k_sh) and ``U_{l,m}^pr`` (d x k_pr) for one level (see module docstring)."""
+
+    def __init__(self, d: int, shared_dim: int, private_dim: int, modalities: list[str]) -> None:
+        super().__init__()
+        self.shared_dim = shared_dim
+        self.rotation = stiefel_matrix(d, d)  # Q_l
+        self.private_rotations = nn.ModuleDict(
+            {m: stiefel_matrix(d - shared_dim, private_dim) for m in modalities}  # V_{l,m}
+        )
+
+    def shared(self) -> Tensor:
+        return self.rotation.weight[:, : self.shared_dim]
+
+    def private(self, name: str) -> Tensor:
+        return self.rotation.weight[:, self.shared_dim :] @ self.private_rotations[name].weight
+
+
+class TokenBudget(nn.Module):
+    """Scores from shared evidence, projected onto the capped simplex of budget ``B_l``."""
+
+    def __init__(
+        self, shared_dim: int, modalities: list[str], participation: float, learn: bool
+    ) -> None:
+        super().__init__()
+        self.shared_dim = shared_dim
+        rate = torch.logit(torch.tensor(min(max(participation, 1e-4), 1 - 1e-4)))
+        if learn:
+            self.rate_logit = nn.Parameter(rate)  # beta_l
+        else:
+            self.register_buffer("rate_logit", rate)
+        self.threshold = nn.Parameter(torch.tensor(1.0))  # theta_l
+        softplus_inverse_of_one = math.log(math.e - 1)
+        self.scale = nn.ParameterDict(
+            {m: nn.Parameter(torch.tensor(softplus_inverse_of_one)) for m in modalities}  # gamma_m
+        )
+
+    @property
+    def participation(self) -> Tensor:
+        return torch.sigmoid(self.rate_logit)
+
+    def forward(self, shared: Tensor, mask: Tensor, name: str) -> Tensor:
+        evidence = shared.norm(dim=-1) / math.sqrt(self.shared_dim)  # e_t
+        scores = torch.sigmoid(
+            nn.functional.softplus(self.scale[name]) * (evidence - self.threshold)
+        )
+        budget = self.participation * mask.sum(1).to(scores.dtype)  # B_l per sample
+        return capped_simplex_projection(scores, budget, mask)
+
+
+class IntraCED(nn.Module):
+    """One level's controlled exchange: decomposition, budget and shared-only cross-attention."""
+
+    def __init__(
+        self,
+        d: int,
+        shared_dim: int,
+        private_dim: int,
+        modalities: list[str],
+        heads: int,
+        participation: float,
+        learn_budget: bool,
+        dense_budget: bool,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.bases = LevelBases(d, shared_dim, private_dim, modalities)
+        self.budget = (
+            None
+            if dense_budget
+            else TokenBudget(shared_dim, modalities, participation, learn_budget)
+        )
+        self.exchange = CrossAttention(shared_dim, heads, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, levels: dict[str, Tensor], masks: dict[str, Tensor]) -> LevelStreams:
+        u_shared = self.bases.shared()
+        shared = {m: h @ u_shared for m, h in levels.items()}
+        private = {m: h @ self.bases.private(m) for m, h in levels.items()}
+        alpha = {}
+        exchanged = {}
+        for m, s in shared.items():
+            keep = masks[m].to(s.dtype)
+            alpha[m] = keep if self.budget is None else self.budget(s, masks[m], m)
+            keys, key_mask = others_concat(shared, masks, m)
+            update = self.dropout(self.exchange(s, keys, key_mask))
+            exchanged[m] = (s + alpha[m][..., None] * update) * keep[..., None]
+        return LevelStreams(shared=exchanged, private=private, mask=masks, alpha=alpha)
+
+
+class DenseExchange(nn.Module):
+    """The ``no-intraced`` ablation: full features attend densely to the other modalities.
+
+    No shared/private split and no budget: ``s_t = h_t + Attn(h_t, H^(-m), H^(-m))``.
+    """
+
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.exchange = CrossAttention(d, heads, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, levels: dict[str, Tensor], masks: dict[str, Tensor]) -> LevelStreams:
+        exchanged = {}
+        for m, h in levels.items():
+            keys, key_mask = others_concat(levels, masks, m)
+            update = self.dropout(self.exchange(h, keys, key_mask))
+            exchanged[m] = (h + update) * masks[m][..., None].to(h.dtype)
+        return LevelStreams(shared=exchanged, private=None, mask=masks, alpha=None)
