@@ -1,0 +1,225 @@
+"""Semantic-hierarchy encoder: L levels of uniform width d for one modality.
+
+Paper (Sec. "Semantic-Hierarchy Encoder"): for each modality m and level l,
+
+    H_l^(m) = LN( Z_l^(m) W_l^(m) + P_l^(m) )                                   (1)
+
+with ``Z_l`` the level-l features, ``W_l`` a linear map to width d and ``P_l`` a learned
+positional term. Where ``Z_l`` comes from depends on the input kind (see batch.py):
+
+- ``"levels"`` (text): ``Z_l`` is one stored BERT hidden state. With K stored levels and L
+  wanted, we take L evenly spaced stored levels from the shallowest to the deepest
+  (``round(linspace(0, K-1, L))``); for L = 1 the deepest, because the single level of a
+  hierarchy-free model should carry the most task semantics. K < L is a configuration error.
+- ``"sequence"`` (log-mel, COVAREP, Facet): a per-step linear stem, then L residual TCN stages
+  with dilations 1, 2, 4, ...; stage l's output is ``Z_l`` (receptive field grows with l).
+- ``"frames"`` (raw RGB): a cheap strided 2D CNN per valid frame, global-average-pooled to a
+  vector, then the same TCN stages.
+
+Padded steps are zeroed before every temporal convolution and in every output, so the valid
+steps of a sample do not depend on how much padding follows them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from clcr_cli.errors import ConfigError
+from clcr_cli.model.batch import Batch, ModalitySpec
+from clcr_cli.model.config import ModelConfig
+
+
+def steps_mask(lengths: Tensor, steps: int) -> Tensor:
+    """(B, T) bool: True on the first ``lengths[b]`` steps of each sample."""
+    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def select_levels(stored: int, wanted: int) -> list[int]:
+    """Indices of the stored levels used as the L hierarchy levels (see module docstring)."""
+    if stored < wanted:
+        raise ConfigError(
+            f"the text input holds {stored} stored hidden-state level(s) but the model needs "
+            f"num_levels={wanted}: extract more text layers or lower num_levels"
+        )
+    if wanted == 1:
+        return [stored - 1]
+    return torch.linspace(0, stored - 1, wanted).round().long().tolist()
+
+
+class FrameStem(nn.Module):
+    """Per-frame strided CNN (stride 4, 2, 2) + global average pooling + linear to d.
+
+    GroupNorm (per frame) rather than BatchNorm keeps each frame independent of the others in
+    the batch, so padded frames cannot shift statistics. Only valid frames are computed.
+    """
+
+    def __init__(self, in_channels: int, d: int, channels: tuple[int, int, int]) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 7, stride=4, padding=3),
+            nn.GroupNorm(1, c1),
+            nn.GELU(),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1),
+            nn.GroupNorm(1, c2),
+            nn.GELU(),
+            nn.Conv2d(c2, c3, 3, stride=2, padding=1),
+            nn.GroupNorm(1, c3),
+            nn.GELU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(c3, d),
+        )
+
+    def forward(self, frames: Tensor, mask: Tensor) -> Tensor:
+        """frames (B, T, H, W, C) on 0..255 -> (B, T, d), zero on padded steps."""
+        valid = frames[mask].float().div(255.0).permute(0, 3, 1, 2)  # (N, C, H, W)
+        out = frames.new_zeros((*mask.shape, self.net[-1].out_features), dtype=torch.float32)
+        if valid.shape[0]:
+            out[mask] = self.net(valid.contiguous())
+        return out
+
+
+class TemporalStage(nn.Module):
+    """One TCN stage: pre-LN, dilated non-causal Conv1d, GELU, pointwise map, residual."""
+
+    def __init__(self, d: int, dilation: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.conv = nn.Conv1d(d, d, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2)
+        self.pointwise = nn.Linear(d, d)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        keep = mask[..., None].to(x.dtype)
+        y = (self.norm(x) * keep).transpose(1, 2)
+        y = self.pointwise(nn.functional.gelu(self.conv(y).transpose(1, 2)))
+        return (x + self.dropout(y)) * keep
+
+
+class LevelProjection(nn.Module):
+    """Eq. (1): ``H_l = LN(Z_l W_l + P_l)`` with a learned positional table of ``max_len`` rows."""
+
+    def __init__(self, in_dim: int, d: int, max_len: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, d)
+        self.position = nn.Parameter(torch.randn(max_len, d) * 0.02)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, z: Tensor, mask: Tensor) -> Tensor:
+        steps = z.shape[1]
+        if steps > self.position.shape[0]:
+            raise ConfigError(
+                f"an input has {steps} steps but the model's max_len is {self.position.shape[0]}: "
+                "raise max_len in the model config or shorten the sequences"
+            )
+        h = self.norm(self.proj(z) + self.position[:steps])
+        return h * mask[..., None].to(h.dtype)
+
+
+class SemanticHierarchyEncoder(nn.Module):
+    """One modality's encoder: input tensor + lengths -> L levels (B, T, d) and the step mask."""
+
+    def __init__(
+        self,
+        spec: ModalitySpec,
+        d: int,
+        num_levels: int,
+        max_len: int,
+        dropout: float,
+        frame_channels: tuple[int, int, int] = (16, 32, 64),
+        tcn_kernel: int = 3,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.num_levels = num_levels
+        if spec.kind == "levels":
+            select_levels(spec.num_levels_in, num_levels)  # fail at build time, not mid-training
+            self.stem: nn.Module | None = None
+            self.stages = nn.ModuleList()
+            in_dim = spec.dim
+        elif spec.kind in ("sequence", "frames"):
+            if spec.kind == "sequence":
+                self.stem = nn.Linear(spec.dim, d)
+            else:
+                self.stem = FrameStem(spec.dim, d, frame_channels)
+            self.stages = nn.ModuleList(
+                TemporalStage(d, 2**i, tcn_kernel, dropout) for i in range(num_levels)
+            )
+            in_dim = d
+        else:
+            raise ConfigError(f"modality {spec.name!r}: unknown input kind {spec.kind!r}")
+        self.levels = nn.ModuleList(LevelProjection(in_dim, d, max_len) for _ in range(num_levels))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        kind = self.spec.kind
+        steps = x.shape[2] if kind == "levels" else x.shape[1]
+        mask = steps_mask(lengths, steps)
+        if kind == "levels":
+            if x.dim() != 4:
+                raise ConfigError(
+                    f"modality {self.spec.name!r}: expected (B, K, T, D), got {tuple(x.shape)}"
+                )
+            z = [x[:, k].float() for k in select_levels(x.shape[1], self.num_levels)]
+        else:
+            sequence = kind == "sequence"
+            h = self.stem(x.float()) * mask[..., None] if sequence else self.stem(x, mask)
+            h = self.dropout(h)
+            z = []
+            for stage in self.stages:
+                h = stage(h, mask)
+                z.append(h)
+        return [level(z_l, mask) for level, z_l in zip(self.levels, z, strict=True)], mask
+
+
+def present_masks(batch: Batch, names: list[str]) -> dict[str, Tensor]:
+    """(B,) bool per modality: ``batch.present`` or all True; unknown or missing names fail."""
+    missing = [m for m in names if m not in batch.inputs or m not in batch.lengths]
+    if missing:
+        raise ConfigError(f"the batch has no input or lengths for modality {missing[0]!r}")
+    size = batch.lengths[names[0]].shape[0]
+    device = batch.lengths[names[0]].device
+    if batch.present is None:
+        return {m: torch.ones(size, dtype=torch.bool, device=device) for m in names}
+    return {
+        m: batch.present[m].to(torch.bool)
+        if m in batch.present
+        else torch.ones(size, dtype=torch.bool, device=device)
+        for m in names
+    }
+
+
+def encode_batch(
+    encoders: nn.ModuleDict, batch: Batch
+) -> tuple[dict[str, list[Tensor]], dict[str, Tensor], dict[str, Tensor]]:
+    """Run every modality's encoder: levels[m] (L x (B, T_m, d)), token masks, presence.
+
+    The token mask of a missing modality is all False, so nothing downstream reads it.
+    """
+    names = list(encoders)
+    present = present_masks(batch, names)
+    levels, masks = {}, {}
+    for m in names:
+        levels[m], steps = encoders[m](batch.inputs[m], batch.lengths[m])
+        masks[m] = steps & present[m][:, None]
+    return levels, masks, present
+
+
+def build_encoders(config: ModelConfig) -> nn.ModuleDict:
+    """One :class:`SemanticHierarchyEncoder` per modality, as the config describes."""
+    return nn.ModuleDict(
+        {
+            spec.name: SemanticHierarchyEncoder(
+                spec,
+                config.d,
+                config.num_levels,
+                config.max_len,
+                config.dropout,
+                config.frame_channels,
+                config.tcn_kernel,
+            )
+            for spec in config.modalities
+        }
+    )

@@ -1,0 +1,72 @@
+"""Semantic-hierarchy encoder: level selection, shapes, masks and padding invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clcr_cli.errors import ConfigError
+from clcr_cli.model import ModalitySpec
+from clcr_cli.model.hierarchy import SemanticHierarchyEncoder, select_levels
+
+
+def test_level_selection_is_even_and_deepest_for_one() -> None:
+    assert select_levels(3, 1) == [2]
+    assert select_levels(3, 3) == [0, 1, 2]
+    assert select_levels(7, 3) == [0, 3, 6]
+    assert select_levels(13, 4) == [0, 4, 8, 12]
+    with pytest.raises(ConfigError, match="extract more text layers"):
+        select_levels(2, 3)
+
+
+def test_build_fails_when_too_few_stored_levels() -> None:
+    with pytest.raises(ConfigError, match="num_levels=4"):
+        SemanticHierarchyEncoder(ModalitySpec("text", "levels", 8, 3), 16, 4, 32, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "shape"),
+    [
+        (ModalitySpec("text", "levels", 10, 5), (2, 5, 9, 10)),
+        (ModalitySpec("audio", "sequence", 6), (2, 9, 6)),
+        (ModalitySpec("video", "frames", 3), (2, 9, 12, 12, 3)),
+    ],
+)
+@pytest.mark.parametrize("levels", [1, 2, 3, 4])
+def test_shapes_and_padding_invariance(spec: ModalitySpec, shape: tuple, levels: int) -> None:
+    encoder = SemanticHierarchyEncoder(spec, 16, levels, 32, 0.0, (4, 4, 8)).eval()
+    x = torch.randint(0, 256, shape).float() if spec.kind == "frames" else torch.randn(shape)
+    lengths = torch.tensor([9, 5])
+    out, mask = encoder(x, lengths)
+    assert len(out) == levels and all(h.shape == (2, 9, 16) for h in out)
+    assert mask.tolist()[1] == [True] * 5 + [False] * 4
+    for h in out:
+        assert torch.all(h[1, 5:] == 0)
+    # the second sample alone, cut to its length, gives the same levels
+    time_axis = 2 if spec.kind == "levels" else 1
+    short = x[1:2].narrow(time_axis, 0, 5)
+    alone, _ = encoder(short, torch.tensor([5]))
+    for h, h_alone in zip(out, alone, strict=True):
+        torch.testing.assert_close(h[1, :5], h_alone[0], atol=1e-5, rtol=1e-5)
+    # the values under the padding cannot matter
+    noisy = x.clone()
+    noisy.narrow(time_axis, 5, 4)[1] = 77.0
+    changed, _ = encoder(noisy, lengths)
+    torch.testing.assert_close(changed[-1][1], out[-1][1])
+
+
+def test_frames_accept_uint8_and_float_on_the_same_scale() -> None:
+    encoder = SemanticHierarchyEncoder(
+        ModalitySpec("video", "frames", 3), 16, 2, 32, 0.0, (4, 4, 8)
+    ).eval()
+    frames = torch.randint(0, 256, (2, 4, 16, 16, 3), dtype=torch.uint8)
+    lengths = torch.tensor([4, 2])
+    a, _ = encoder(frames, lengths)
+    b, _ = encoder(frames.float(), lengths)
+    torch.testing.assert_close(a[-1], b[-1])
+
+
+def test_too_long_input_names_max_len() -> None:
+    encoder = SemanticHierarchyEncoder(ModalitySpec("audio", "sequence", 6), 16, 2, 8, 0.0)
+    with pytest.raises(ConfigError, match="max_len"):
+        encoder(torch.randn(1, 9, 6), torch.tensor([9]))
