@@ -48,3 +48,16 @@ def optical_flow(frames: np.ndarray, config: FarnebackConfig | None = None) -> n
             0,
         )
     return flow
+
+
+FLOW_BOUND = 20.0  # pixels: the two-stream literature's clip before quantising flow to 8 bits
+
+
+def flow_to_uint8(flow: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
+    """Quantise flow to uint8 as the two-stream literature stores it.
+
+    Each displacement is clipped to [-bound, bound] and mapped linearly to [0, 255]
+    (0 px -> 127.5, rounded), so flow is stored and fed to the model like frames.
+    """
+    scaled = (np.clip(flow.astype(np.float32), -bound, bound) + bound) * (255.0 / (2 * bound))
+    return np.rint(scaled).astype(np.uint8)

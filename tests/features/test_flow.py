@@ -68,3 +68,12 @@ def test_static_frames_and_input_checks():
         optical_flow(still.astype(np.float32))
     with pytest.raises(ValueError, match=r"expected \(T, H, W, 3\) uint8 RGB frames"):
         optical_flow(still[..., 0])
+
+
+def test_flow_to_uint8_maps_the_bound_linearly():
+    from clcr_cli.features.flow import FLOW_BOUND, flow_to_uint8
+
+    flow = np.array([-100.0, -FLOW_BOUND, -10.0, 0.0, 10.0, FLOW_BOUND, 100.0], dtype=np.float16)
+    q = flow_to_uint8(flow)
+    assert q.dtype == np.uint8
+    np.testing.assert_array_equal(q, [0, 0, 64, 128, 191, 255, 255])
