@@ -12,7 +12,8 @@ Three binary latent factors, each expressed in every modality at its own time sc
   sequence broken by pauses;
 - global (``falling``/``rising``): the whole clip's trend -- loudness or brightness
   falling vs rising over the 2 s; in text only the *order* of a quiet and a loud
-  sentence (the same sentences, so only discourse structure tells).
+  sentence (the same sentences, so only discourse structure tells); every text fits
+  ``TEXT_MAX_TOKENS`` BERT tokens, so truncation never drops the last sentence.
 
 ``class = 4 * global + 2 * mid + local`` (8 classes); the regression target is
 ``1.5 s_global + 1.0 s_mid + 0.5 s_local + N(0, 0.2^2)`` clipped to [-3, 3] with
@@ -51,12 +52,13 @@ import soundfile
 from clcr_cli.datasets.base import Dataset, DatasetInfo, DatasetOptions, Sample
 from clcr_cli.errors import ConfigError, DataError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 2.0
 VIDEO_FPS = 8
 FRAME_SIZE = 32
 TEXT_SLOTS = 8  # the text's event sentence: one word per 0.25 s
+TEXT_MAX_TOKENS = 32  # every text fits a 32-token BERT window ([CLS] and [SEP] included)
 CORRUPTION_RATE = 0.25
 SPLIT_FRACTIONS = (0.70, 0.15)  # train, valid; test takes the rest
 
@@ -71,23 +73,10 @@ INFO = DatasetInfo("synth", "classification", {m: m for m in MODALITIES}, class_
 REGRESSION_INFO = DatasetInfo("synth-reg", "regression", {m: m for m in MODALITIES})
 
 _NAMES = ("Maria", "Tom", "Aisha", "Ken", "Lena", "Omar", "Sofia", "Ravi")
-_HEDGES = ("", "Well, ", "Honestly, ", "You know, ", "So ")
-_FILLERS = (
-    "It was an ordinary afternoon.",
-    "Nobody else seemed to notice.",
-    "The window was half open.",
-    "Coffee was cooling on the desk.",
-)
-_QUIET = (
-    "The room was nearly silent.",
-    "Everything was faint and dim.",
-    "The sound was barely audible.",
-)
-_LOUD = (
-    "The noise was overwhelming.",
-    "Everything was loud and bright.",
-    "The sound was deafening.",
-)
+_HEDGES = ("", "Well, ", "Oh, ", "So ")
+_FILLERS = ("It was late.", "It rained.", "Nobody noticed.", "The door was open.")
+_QUIET = ("It was silent.", "All was dim.", "It was barely audible.")
+_LOUD = ("It was deafening.", "All was bright.", "It was very loud.")
 _EVENT_WORDS = (("thud", "thump", "boom", "knock"), ("tick", "click", "tap", "snap"))
 _GAP_WORDS = ("pause", "rest", "gap")
 _NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power ~ 1 / f^alpha

@@ -184,3 +184,25 @@ def test_simple_features_carry_the_factors(dataset: synth.Dataset) -> None:
                 hits[key].append(value == bool(int(row[level])))
     accuracy = {key: float(np.mean(values)) for key, values in hits.items()}
     assert min(accuracy.values()) > 0.8, accuracy
+
+
+def test_every_text_fits_the_token_budget() -> None:
+    """The longest possible text (longest choice of every part) fits TEXT_MAX_TOKENS
+    MiniLM tokens, so truncation can never cut off the final, trend-bearing sentence."""
+    from transformers import AutoTokenizer
+
+    from clcr_cli.features.text import resolve_text_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_text_model("minilm"), local_files_only=True)
+
+    def longest(words: tuple[str, ...]) -> str:
+        return max(words, key=lambda w: len(tokenizer.tokenize(w)))
+
+    event = longest(synth._EVENT_WORDS[0] + synth._EVENT_WORDS[1] + synth._GAP_WORDS)
+    sentences = [
+        longest(synth._QUIET),
+        f"{longest(synth._HEDGES)}{longest(synth._NAMES)} heard {' '.join([event] * synth.TEXT_SLOTS)}.",
+        longest(synth._FILLERS),
+        longest(synth._LOUD),
+    ]
+    assert len(tokenizer(" ".join(sentences))["input_ids"]) <= synth.TEXT_MAX_TOKENS
