@@ -98,11 +98,17 @@ class StageDir:
 
     @contextmanager
     def lock(
-        self, timeout: float | None = None, on_wait: Callable[[str], None] | None = None
+        self,
+        timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+        name: str = LOCK,
     ) -> Iterator[None]:
-        """Hold the folder's lock; wait for another writer up to ``timeout`` s (None: forever)."""
+        """Hold the folder's lock; wait for another writer up to ``timeout`` s (None: forever).
+
+        ``name`` picks another lock file, for writers of disjoint parts (extract shards).
+        """
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK, "a+") as fh:  # closing the file releases the flock
+        with open(self.path / name, "a+") as fh:  # closing the file releases the flock
             start = time.monotonic()
             warned = False
             while True:
@@ -130,7 +136,7 @@ class StageDir:
         """Start (or resume) writing: with ``force`` everything but the lock is removed first."""
         if force:
             for child in self.path.iterdir():
-                if child.name == LOCK:
+                if child.name.startswith(LOCK):
                     continue
                 if child.is_dir():
                     shutil.rmtree(child)
@@ -145,7 +151,7 @@ class StageDir:
         files = {
             str(p.relative_to(self.path)): p.stat().st_size
             for p in sorted(self.path.rglob("*"))
-            if p.is_file() and p.name not in (LOCK, MANIFEST)
+            if p.is_file() and p.name != MANIFEST and not p.name.startswith(LOCK)
         }
         manifest = {
             **self.key.as_dict(),

@@ -66,7 +66,7 @@ def extract(
     root: Annotated[Path | None, typer.Option(help="The dataset's folder (default: <workdir>/raw/<dataset>).")] = None,
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest of a user's dataset (id, split, label, audio/video/image/text).")] = None,
     target: Annotated[str | None, typer.Option(help="Manifest target: classification | regression.")] = None,
-    split_file: Annotated[Path | None, typer.Option(help="CREMA-D: OGM-GE style train.csv (test.csv beside it).")] = None,
+    split_file: Annotated[Path | None, typer.Option(help="CREMA-D train.csv or Kinetics-Sounds my_train.txt (the test list beside it).")] = None,
     fold: Annotated[int | None, typer.Option(help="UCF101 official split: 1, 2 or 3.")] = None,
     aligned: Annotated[bool | None, typer.Option("--aligned/--unaligned", help="MOSI/MOSEI: aligned_50.pkl or unaligned_50.pkl.")] = None,
     n_samples: Annotated[int | None, typer.Option(help="synth: number of samples to generate.")] = None,
@@ -83,6 +83,8 @@ def extract(
     fps: Annotated[float | None, typer.Option(help="Sample frames at this rate (capped at --num-frames); default: evenly spaced.")] = None,
     part_size: Annotated[int | None, typer.Option(help="Samples per resumable part.")] = None,
     on_error: Annotated[str | None, typer.Option(help="fail: stop at a bad sample; skip: record it in skipped.csv and go on.")] = None,
+    shard: Annotated[str | None, typer.Option(help="I/N: extract only every N-th part starting at I (0-based); join with --merge.")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Join the parts written by --shard runs (extracting nothing).")] = False,
     workdir: Workdir = Path("data"),
     config: ConfigFile = None,
     seed: Seed = None,
@@ -92,7 +94,7 @@ def extract(
 ) -> None:
     """Decode raw media and write features (BERT levels, log-mel/MFCC, frames) to HDF5."""
     from clcr_cli.config import extract_config, load_toml
-    from clcr_cli.stages.extract import run_extract
+    from clcr_cli.stages.extract import parse_shard, run_extract
 
     with user_errors(verbose):
         cli = _given(
@@ -120,7 +122,10 @@ def extract(
             on_error=on_error,
         )
         cfg = extract_config(load_toml(config), cli, source=str(config))
-        store = run_extract(cfg, workdir, force=force, device=device, console=console)
+        store = run_extract(
+            cfg, workdir, force=force, device=device, console=console,
+            shard=None if shard is None else parse_shard(shard), merge_only=merge,
+        )
         typer.echo(str(store))
 
 

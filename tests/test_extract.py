@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from clcr_cli.cli import app
 from clcr_cli.config import extract_config
-from clcr_cli.errors import DataError
+from clcr_cli.errors import ClcrError, DataError
 from clcr_cli.features.text import TextLevelEncoder
 from clcr_cli.stages.extract import run_extract
 from clcr_cli.store import FeatureStore
@@ -233,3 +233,36 @@ def test_cli_status_lists_outputs(extracted):
     assert result.exit_code == 0
     assert "extract" in result.output and path.parent.name.split("-")[-1] in result.output
     assert "complete" in result.output
+
+
+def test_shards_then_merge_equal_unsharded(extracted, tmp_path: Path):
+    _, reference = extracted
+    cfg = extract_config({}, SMALL)
+    written = []
+    for i in range(2):
+        parts = run_extract(cfg, tmp_path, shard=(i, 2), after_part=written.append)
+        assert parts.name == "parts"
+    assert sorted(written) == [0, 1, 2] and written[:2] == [0, 2]
+    merged = run_extract(cfg, tmp_path, merge_only=True, after_part=written.append)
+    assert len(written) == 3  # the merge extracted nothing
+    assert_same_content(merged, reference)
+
+
+def test_merge_refuses_missing_parts_and_killed_shard_resumes(tmp_path: Path):
+    cfg = extract_config({}, SMALL)
+    proc = mp.get_context("spawn").Process(target=_shard_then_sigkill, args=(str(tmp_path),))
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == -signal.SIGKILL
+    with pytest.raises(ClcrError, match="cannot merge, 2 of 3 parts are missing"):
+        run_extract(cfg, tmp_path, merge_only=True)
+    done = []
+    run_extract(cfg, tmp_path, shard=(0, 1), after_part=done.append)
+    assert done == [1, 2]
+
+
+def _shard_then_sigkill(workdir: str) -> None:
+    def after_part(i: int) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    run_extract(extract_config({}, SMALL), Path(workdir), shard=(0, 1), after_part=after_part)

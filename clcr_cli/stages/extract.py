@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from clcr_cli.cache import StageDir, StageKey
+from clcr_cli.cache import LOCK, StageDir, StageKey
 from clcr_cli.config import ExtractConfig
 from clcr_cli.datasets import load_dataset, skipped_samples
 from clcr_cli.datasets.base import Dataset, DatasetOptions, Sample
-from clcr_cli.errors import ClcrError, DataError
+from clcr_cli.errors import ClcrError, ConfigError, DataError
 from clcr_cli.progress import progress_bar
 from clcr_cli.runtime import resolve_device
 from clcr_cli.store import ModalityLayout, PartData, assemble_store, read_part_skipped, write_part
@@ -191,6 +191,46 @@ def _package_versions() -> dict[str, str]:
     return out
 
 
+def _extract_parts(
+    dataset: Dataset,
+    cfg: ExtractConfig,
+    parts: list[Path],
+    todo: list[int],
+    device: str,
+    console: Console,
+    after_part: Callable[[int], None] | None,
+) -> Featurizer:
+    """Featurize and write the parts numbered ``todo`` (each atomically, in order)."""
+    featurizer = Featurizer(dataset, cfg, resolve_device(device))
+    layouts = {m: SOURCE_LAYOUT[s] for m, s in dataset.info.modalities.items()}
+    total = sum(len(dataset.samples[i * cfg.part_size : (i + 1) * cfg.part_size]) for i in todo)
+    with progress_bar(console, unit="clips") as progress:
+        task = progress.add_task(f"extract {cfg.dataset}", total=total)
+        for i in todo:
+            chunk = dataset.samples[i * cfg.part_size : (i + 1) * cfg.part_size]
+            part, failed = featurizer.part(chunk)
+            for sample, err in failed:
+                if cfg.on_error == "fail":
+                    raise err
+                part.skipped.append((sample.id, str(err.path), err.problem))
+            write_part(parts[i], part, layouts)
+            progress.advance(task, len(chunk))
+            if after_part is not None:
+                after_part(i)
+    return featurizer
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (0 <= i < n) -> (i, n)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise ConfigError(f"--shard {text!r}: I must be in 0..N-1")
+    return i, n
+
+
 def run_extract(
     cfg: ExtractConfig,
     workdir: Path,
@@ -200,8 +240,16 @@ def run_extract(
     console: Console | None = None,
     lock_timeout: float | None = None,
     after_part: Callable[[int], None] | None = None,
+    shard: tuple[int, int] | None = None,
+    merge_only: bool = False,
 ) -> Path:
-    """Run (or reuse, or resume) the extract stage; return the path of ``features.h5``."""
+    """Run (or reuse, or resume) the extract stage; return the path of ``features.h5``.
+
+    With ``shard=(i, n)`` only the parts whose number is i modulo n are extracted (under a
+    lock of their own, so shards run side by side) and nothing is assembled; the parts
+    folder is returned. A later run without ``shard`` extracts what is still missing and
+    assembles the store; with ``merge_only`` it refuses to extract and only joins.
+    """
     console = console or Console(stderr=True)
     options = dataset_options(cfg, workdir)
     key = extract_key(cfg, options)
@@ -213,38 +261,38 @@ def run_extract(
     dataset = load_dataset(cfg.dataset, options)
     if not dataset.samples:
         raise DataError(options.root, "the dataset has no samples")
+    n_parts = (len(dataset.samples) + cfg.part_size - 1) // cfg.part_size
+    parts = [stage.path / "parts" / f"part-{i:05d}.h5" for i in range(n_parts)]
+    if shard is not None:
+        if force:
+            raise ConfigError("--force redoes the whole output: use it without --shard")
+        i, n = shard
+        with stage.lock(lock_timeout, on_wait=console.print, name=f"{LOCK}-shard-{i}-of-{n}"):
+            stage.begin()
+            parts[0].parent.mkdir(exist_ok=True)
+            todo = [k for k in range(i, n_parts, n) if not parts[k].exists()]
+            _extract_parts(dataset, cfg, parts, todo, device, console, after_part)
+        console.print(
+            f"[green]shard {i}/{n}[/] of extract {cfg.dataset} done ({len(range(i, n_parts, n))} parts); "
+            "join the shards with `clcr extract --merge` and the same options"
+        )
+        return parts[0].parent
     with stage.lock(lock_timeout, on_wait=console.print):
         if stage.is_complete() and not force:
             console.print(f"[green]reusing[/] extract {cfg.dataset} ({key.digest}): {store}")
             return store
         stage.begin(force=force)
-        parts_dir = stage.path / "parts"
-        parts_dir.mkdir(exist_ok=True)
-        n_parts = (len(dataset.samples) + cfg.part_size - 1) // cfg.part_size
-        parts = [parts_dir / f"part-{i:05d}.h5" for i in range(n_parts)]
-        todo = [i for i, p in enumerate(parts) if not p.exists()]
+        parts[0].parent.mkdir(exist_ok=True)
+        todo = [k for k, p in enumerate(parts) if not p.exists()]
+        if merge_only and todo:
+            raise ClcrError(
+                f"{parts[0].parent}: cannot merge, {len(todo)} of {n_parts} parts are missing "
+                f"(first: {parts[todo[0]].name}); run the missing shards first"
+            )
         if len(todo) < n_parts:
             console.print(f"resuming extract {cfg.dataset}: {n_parts - len(todo)}/{n_parts} parts done")
-        featurizer = Featurizer(dataset, cfg, resolve_device(device))
-        layouts = {m: SOURCE_LAYOUT[s] for m, s in dataset.info.modalities.items()}
         started = time.monotonic()
-        with progress_bar(console) as progress:
-            task = progress.add_task(
-                f"extract {cfg.dataset}",
-                total=len(dataset.samples),
-                completed=(n_parts - len(todo)) * cfg.part_size,
-            )
-            for i in todo:
-                chunk = dataset.samples[i * cfg.part_size : (i + 1) * cfg.part_size]
-                part, failed = featurizer.part(chunk)
-                for sample, err in failed:
-                    if cfg.on_error == "fail":
-                        raise err
-                    part.skipped.append((sample.id, str(err.path), err.problem))
-                write_part(parts[i], part, layouts)
-                progress.advance(task, len(chunk))
-                if after_part is not None:
-                    after_part(i)
+        featurizer = _extract_parts(dataset, cfg, parts, todo, device, console, after_part)
         skipped = [(s.id, "", s.reason) for s in skipped_samples(dataset)]
         for p in parts:
             skipped.extend(read_part_skipped(p))
@@ -260,14 +308,13 @@ def run_extract(
             "settings": {**key.params, **featurizer.settings()},
             "versions": _package_versions(),
         }
+        layouts = {m: SOURCE_LAYOUT[s] for m, s in dataset.info.modalities.items()}
         n = assemble_store(parts, store, layouts, attrs)
         for p in parts:
             p.unlink()
-        parts_dir.rmdir()
+        parts[0].parent.rmdir()
         stage.complete(
             {"samples": n, "skipped": len(skipped), "seconds": round(time.monotonic() - started, 2)}
         )
-    console.print(
-        f"[green]extracted[/] {cfg.dataset}: {n} samples, {len(skipped)} skipped -> {store}"
-    )
+    console.print(f"[green]extracted[/] {cfg.dataset}: {n} samples, {len(skipped)} skipped -> {store}")
     return store
