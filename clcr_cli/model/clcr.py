@@ -1,0 +1,115 @@
+"""CLCR: semantic-hierarchy encoders -> IntraCED at every level -> InterCAD -> head.
+
+``L_all = L_task + lambda_intra L_Intra + lambda_inter (L_pr + L_sp + L_mix)`` (losses.py).
+The variant (variants.py) switches parts off for the paper's ablations:
+
+- ``no-hierarchy`` keeps the encoders as they are and uses only their deepest level, so the
+  ablation removes the hierarchy, not encoder depth;
+- ``full-mix`` feeds exchange slot l with level ``(l + i) mod L`` of the i-th modality (a fixed
+  cyclic shift), so for L >= 2 every exchange between two modalities crosses levels
+  (with more modalities than levels some pairs necessarily meet at one level again);
+- ``no-intraced`` replaces IntraCED by a dense exchange of full features, leaving no private
+  stream: L_Intra, L_pr and L_sp are then 0;
+- ``no-intercad`` replaces InterCAD by a plain mean; L_mix (which needs learned level
+  weights) is then 0 and the reported weights are uniform.
+
+Missing modalities (``batch.present[m]`` False) are masked out of exchange keys, level
+weights, modality selection and private aggregation, so their inputs cannot move the output.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from clcr_cli.model.batch import Batch, ModelOutput
+from clcr_cli.model.config import ModelConfig
+from clcr_cli.model.heads import PredictionHead, assemble_output, stack_present
+from clcr_cli.model.hierarchy import build_encoders, encode_batch
+from clcr_cli.model.intercad import InterCAD, MeanAggregation, Summaries
+from clcr_cli.model.intraced import DenseExchange, IntraCED
+from clcr_cli.model.losses import inter_regularisers, intra_regulariser, level_mix_penalty
+from clcr_cli.model.variants import VARIANTS
+
+
+class CLCR(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.variant = VARIANTS[config.variant]
+        names = config.modality_names
+        self.encoders = build_encoders(config)
+        self.num_slots = config.num_levels if self.variant.hierarchy else 1
+        if self.variant.controlled_exchange:
+            shared_dim, private_dim = config.shared_width, config.private_width
+            self.exchanges = nn.ModuleList(
+                IntraCED(
+                    config.d,
+                    shared_dim,
+                    private_dim,
+                    names,
+                    config.num_heads,
+                    config.participation,
+                    config.learn_budget,
+                    dense_budget=not self.variant.sparse_budget,
+                    dropout=config.dropout,
+                )
+                for _ in range(self.num_slots)
+            )
+        else:
+            shared_dim, private_dim = config.d, 0
+            self.exchanges = nn.ModuleList(
+                DenseExchange(config.d, config.num_heads, config.dropout)
+                for _ in range(self.num_slots)
+            )
+        self.shared_summary = Summaries(shared_dim)
+        self.private_summary = Summaries(private_dim) if private_dim else None
+        if self.variant.intercad:
+            self.aggregate = InterCAD(self.num_slots, shared_dim, private_dim, config.d)
+        else:
+            self.aggregate = MeanAggregation()
+        self.head = PredictionHead(shared_dim + private_dim, config)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        config, variant = self.config, self.variant
+        levels, masks, present = encode_batch(self.encoders, batch)
+        names = list(levels)
+        if not variant.hierarchy:
+            levels = {m: hs[-1:] for m, hs in levels.items()}
+        if variant.cross_level_mix:
+            levels = {
+                m: hs[i % len(hs) :] + hs[: i % len(hs)] for i, (m, hs) in enumerate(levels.items())
+            }
+        streams = [
+            exchange({m: levels[m][slot] for m in names}, masks)
+            for slot, exchange in enumerate(self.exchanges)
+        ]
+        token_masks = [[s.mask[m] for m in names] for s in streams]
+        shared = self.shared_summary([[s.shared[m] for m in names] for s in streams], token_masks)
+        private = None
+        if self.private_summary is not None:
+            private = self.private_summary(
+                [[s.private[m] for m in names] for s in streams], token_masks
+            )
+        fused, level_weights, modality_weights = self.aggregate(
+            shared, private, stack_present(present)
+        )
+        prediction = self.head(fused)
+
+        weighted = {}
+        if variant.intra_reg:
+            weighted["intra"] = (
+                config.lambda_intra,
+                intra_regulariser(streams, present, config.whitening, config.reg_max_tokens),
+            )
+        extra = {}
+        if variant.inter_reg:
+            pr, sp = inter_regularisers(streams, config.whitening, config.reg_max_tokens)
+            mix = level_mix_penalty(level_weights) if variant.intercad else pr.new_zeros(())
+            weighted["inter"] = (config.lambda_inter, pr + sp + mix)
+            extra = {"pr": pr, "sp": sp, "mix": mix}
+        budgets = [ex.budget.participation for ex in self.exchanges if getattr(ex, "budget", None)]
+        for slot, rate in enumerate(budgets):
+            extra[f"participation_{slot}"] = rate
+        return assemble_output(
+            prediction, batch, config, weighted, extra, level_weights, modality_weights
+        )
