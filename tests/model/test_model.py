@@ -7,7 +7,7 @@ from dataclasses import asdict, replace
 
 import pytest
 import torch
-from conftest import AUDIO, TEXT, VIDEO, tiny_batch, tiny_config
+from model_fixtures import AUDIO, TEXT, VIDEO, tiny_batch, tiny_config
 
 from clcr_cli.errors import ConfigError
 from clcr_cli.model import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_batch, tiny_config
+from model_fixtures import tiny_batch, tiny_config
 
 from clcr_cli.model import BASELINES, VARIANTS, build_model
 
