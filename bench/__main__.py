@@ -1,0 +1,79 @@
+"""``python -m bench``: run the benchmarks, print one table, write the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import end_to_end, media, memory, text, training
+from bench.common import SCALE, SIZES, Result, growth, print_table, write_json
+
+# name -> (run(work, workdir, size) -> Result, the work at the small size)
+BENCHMARKS: dict[str, tuple[Callable[..., Result], int]] = {
+    "text": (text.run, text.BASE_SAMPLES),
+    "audio": (media.run_audio, media.BASE_SAMPLES),
+    "video": (media.run_video, media.BASE_SAMPLES),
+    "memory": (memory.run, memory.BASE_SAMPLES),
+    "training": (training.run, training.BASE_SAMPLES),
+    "end-to-end": (end_to_end.run, end_to_end.BASE_EPOCHS),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--size", choices=(*SIZES, "all"), default="small",
+                        help="work per benchmark: small, 4x (medium), 16x (large), or all three")
+    parser.add_argument("--only", default=",".join(BENCHMARKS),
+                        help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON output (default: <tmp>/clcr-bench/results-<size>.json)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where datasets and stage outputs go (default: a temporary folder, removed)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.only.split(",")) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    return args
+
+
+def run_all(names: list[str], sizes: list[str], workdir: Path, console: Console) -> list[Result]:
+    results = []
+    for size in sizes:
+        for name in names:
+            fn, base = BENCHMARKS[name]
+            console.print(f"[bold]{name}[/] ({size}) ...")
+            t0 = time.perf_counter()
+            results.append(fn(base * SCALE[size], workdir, size))
+            console.print(f"  done in {time.perf_counter() - t0:.1f} s")
+    return results + growth(results)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 150)  # a whole row per line in logs
+    names = args.only.split(",")
+    sizes = list(SIZES) if args.size == "all" else [args.size]
+    out = args.out or Path(tempfile.gettempdir()) / "clcr-bench" / f"results-{args.size}.json"
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if args.workdir is not None:
+        results = run_all(names, sizes, args.workdir.resolve(), console)
+    else:
+        with tempfile.TemporaryDirectory(prefix="clcr-bench-") as tmp:
+            results = run_all(names, sizes, Path(tmp), console)
+    print_table(results, console)
+    meta = {"started": started, "size": args.size, "benchmarks": names, "machine": platform.platform(),
+            "python": platform.python_version(), "cpus": os.cpu_count()}
+    write_json(out, results, meta)
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

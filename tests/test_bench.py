@@ -1,0 +1,46 @@
+"""The benchmarks measure: every figure comes with a reference and ratio = value / reference."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from bench import media
+from bench.common import Figure, Result, growth, write_json
+
+
+def _check_measured(result: Result) -> None:
+    assert result.figures
+    for figure in result.figures:
+        assert math.isfinite(figure.value) and math.isfinite(figure.reference), figure
+        assert figure.reference > 0, figure
+        assert figure.ratio == figure.value / figure.reference
+
+
+def test_media_benchmarks_measure_against_a_reference(tmp_path):
+    audio = media.run_audio(10, tmp_path, repeats=1)
+    video = media.run_video(10, tmp_path, repeats=1)
+    for result in (audio, video):
+        _check_measured(result)
+        assert result.work == {"clips": 10}
+        rate, seconds = result.figures[0], result.figures[1]
+        # clips/s is the clip count over the measured seconds, for both sides
+        assert math.isclose(rate.value, 10 / seconds.value)
+        assert math.isclose(rate.reference, 10 / seconds.reference)
+    # the bare reference returns the frames clcr returns (same files, same sampling)
+    from clcr_cli.config import extract_config
+    from clcr_cli.features.video import read_frames
+
+    cfg = extract_config({}, {"dataset": "synth"})
+    path = next((tmp_path / "raw" / "synth").glob("*/video/*.mp4"))
+    bare = media.bare_opencv_frames(path, cfg.num_frames, cfg.frame_size)
+    assert (bare == read_frames(path, cfg.num_frames, cfg.frame_size)).all()
+    # JSON carries the ratio; growth compares a cost with the smallest size's
+    small = Result("x", "small", {"n": 1}, [Figure("t", 2.0, "r", 1.0, "s", grows=True)])
+    large = Result("x", "large", {"n": 16}, [Figure("t", 8.0, "r", 1.0, "s", grows=True)])
+    (grown,) = growth([small, large])
+    assert grown.figures[0].ratio == 4.0
+    write_json(tmp_path / "out.json", [audio, grown], {})
+    saved = json.loads((tmp_path / "out.json").read_text())["results"]
+    assert saved[0]["figures"][0]["ratio"] == audio.figures[0].ratio
+    assert saved[1]["figures"][0]["reference"] == 2.0
