@@ -164,7 +164,9 @@ def _experiment(config: Path | None, task: str | None, train_options: dict[str, 
     toml = load_toml(config)
     source = str(config)
     base = train_config(toml, {"task": task, **train_options}, source)
-    return toml, extract_config(toml, {"dataset": base.task}, source), base
+    # explicit [extract] options pin the extraction; otherwise the task's latest one is used
+    extract_cfg = extract_config(toml, {"dataset": base.task}, source) if "extract" in toml else None
+    return toml, extract_cfg, base
 
 
 def _seed_list(seeds: str | None, base_seed: int) -> list[int]:

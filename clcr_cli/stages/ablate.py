@@ -64,7 +64,7 @@ def _markdown(rows: list[dict[str, Any]], names: list[str], primary: str) -> str
 
 def run_ablate(
     base: TrainConfig,
-    extract_cfg: ExtractConfig,
+    extract_cfg: ExtractConfig | None,
     cfg: AblateConfig,
     workdir: Path,
     *,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib.metadata
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from rich.console import Console
 
 from clcr_cli.cache import LOCK, StageDir, StageKey
-from clcr_cli.config import ExtractConfig
+from clcr_cli.config import ExtractConfig, extract_config
 from clcr_cli.datasets import load_dataset, skipped_samples
 from clcr_cli.datasets.base import Dataset, DatasetOptions, Sample
 from clcr_cli.errors import ClcrError, ConfigError, DataError
@@ -189,6 +190,43 @@ def _package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "absent"
     return out
+
+
+def latest_store(workdir: Path, dataset: str) -> Path | None:
+    """The most recently completed ``features.h5`` of ``dataset`` under ``workdir``, if any."""
+    found = []
+    for manifest in Path(workdir).glob(f"extract/{dataset}-*/manifest.json"):
+        store = manifest.parent / STORE_FILE
+        if store.is_file() and json.loads(manifest.read_text()).get("dataset") == dataset:
+            found.append((manifest.stat().st_mtime, store))
+    return max(found)[1] if found else None
+
+
+def resolve_store(
+    dataset: str,
+    workdir: Path,
+    cfg: ExtractConfig | None,
+    device: str = "auto",
+    console: Console | None = None,
+) -> Path:
+    """The store a downstream stage reads.
+
+    With explicit extract options (``cfg``), exactly that extraction (run or reused).
+    Without, the latest complete extraction of the dataset in ``workdir`` -- so that
+    ``clcr extract --dataset cremad --root ...`` then ``clcr train --task cremad`` just
+    works -- or, when there is none, an extraction with the default options.
+    """
+    console = console or Console(stderr=True)
+    if cfg is None:
+        found = latest_store(workdir, dataset)
+        if found is not None:
+            console.print(f"using extract {found.parent.name} (the latest for {dataset})")
+            return found
+        console.print(f"no extracted features for {dataset} yet: extracting with default options")
+        cfg = extract_config({}, {"dataset": dataset})
+    if cfg.dataset != dataset:
+        raise ConfigError(f"extract options are for {cfg.dataset!r}, not the task {dataset!r}")
+    return run_extract(cfg, workdir, device=device, console=console)
 
 
 def _extract_parts(

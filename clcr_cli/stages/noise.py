@@ -89,7 +89,7 @@ def noised_sets(cfg: NoiseConfig, modalities: list[str]) -> dict[str, list[str]]
 
 def run_noise(
     base: TrainConfig,
-    extract_cfg: ExtractConfig,
+    extract_cfg: ExtractConfig | None,
     cfg: NoiseConfig,
     workdir: Path,
     *,

@@ -34,7 +34,7 @@ from rich.console import Console
 
 from clcr_cli.cache import StageDir, StageKey
 from clcr_cli.config import ExtractConfig, TrainConfig
-from clcr_cli.errors import ConfigError, DataError
+from clcr_cli.errors import DataError
 from clcr_cli.metrics import primary_metric
 from clcr_cli.model import ModelConfig, build_model, count_parameters
 from clcr_cli.progress import progress_bar
@@ -47,7 +47,7 @@ from clcr_cli.stages.data import (
     modality_specs,
     standardise,
 )
-from clcr_cli.stages.extract import run_extract
+from clcr_cli.stages.extract import resolve_store
 from clcr_cli.stages.inference import compute_metrics, predict, save_trained
 from clcr_cli.stages.overhead import measure_overhead
 from clcr_cli.store import FeatureStore
@@ -252,7 +252,7 @@ def fit(
 
 def run_train(
     cfg: TrainConfig,
-    extract_cfg: ExtractConfig,
+    extract_cfg: ExtractConfig | None,
     workdir: Path,
     *,
     force: bool = False,
@@ -261,11 +261,12 @@ def run_train(
     lock_timeout: float | None = None,
     after_epoch: Callable[[int], None] | None = None,
 ) -> Path:
-    """Run (or reuse, or resume) one training run; return its output folder."""
+    """Run (or reuse, or resume) one training run; return its output folder.
+
+    ``extract_cfg`` None: train on the latest extraction of the task (see ``resolve_store``).
+    """
     console = console or Console(stderr=True)
-    if extract_cfg.dataset != cfg.task:
-        raise ConfigError(f"extract dataset {extract_cfg.dataset!r} is not the task {cfg.task!r}")
-    store_path = run_extract(extract_cfg, workdir, device=device, console=console)
+    store_path = resolve_store(cfg.task, workdir, extract_cfg, device, console)
     key = train_key(cfg, store_path.parent.name.rsplit("-", 1)[-1])
     stage = StageDir(workdir, key)
     if stage.is_complete() and not force:
