@@ -20,6 +20,7 @@ weights, modality selection and private aggregation, so their inputs cannot move
 from __future__ import annotations
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 from clcr_cli.model.batch import Batch, ModelOutput
 from clcr_cli.model.config import ModelConfig
@@ -79,10 +80,11 @@ class CLCR(nn.Module):
             levels = {
                 m: hs[i % len(hs) :] + hs[: i % len(hs)] for i, (m, hs) in enumerate(levels.items())
             }
-        streams = [
-            exchange({m: levels[m][slot] for m in names}, masks)
-            for slot, exchange in enumerate(self.exchanges)
-        ]
+        with parametrize.cached():  # each Stiefel basis is materialised once per forward
+            streams = [
+                exchange({m: levels[m][slot] for m in names}, masks)
+                for slot, exchange in enumerate(self.exchanges)
+            ]
         token_masks = [[s.mask[m] for m in names] for s in streams]
         shared = self.shared_summary([[s.shared[m] for m in names] for s in streams], token_masks)
         private = None

@@ -67,8 +67,9 @@ def cross_correlation(
     x = x - x.mean(0)
     y = y - y.mean(0)
     if whitening == "standardise":
-        x = x / (x.pow(2).mean(0).sqrt() + eps)
-        y = y / (y.pow(2).mean(0).sqrt() + eps)
+        # eps inside the root: a constant column (zero variance) must not give an inf gradient
+        x = x / (x.pow(2).mean(0) + eps * eps).sqrt()
+        y = y / (y.pow(2).mean(0) + eps * eps).sqrt()
         return (x.T @ y / n).pow(2).mean()
 
     def whitener(z: Tensor) -> Tensor:
