@@ -1,56 +1,85 @@
 """What CLCR's structural constraints cost: the paper reports neither.
 
-The model marks two regions with ``torch.profiler.record_function``:
+Two regions, each timed forward + backward in isolation and reported as a share of one
+full training step (forward + backward) on the same batch:
 
-- ``clcr.orthogonal``: materialising the Stiefel-parameterised bases U_sh, U_pr,m
-  (the matrix exponential / Cayley map of ``parametrizations.orthogonal``);
-- ``clcr.whitening``: the whitened cross-correlation regulariser L_intra.
+- ``orthogonal``: materialising every Stiefel-parameterised basis (``U_sh``, ``U_pr,m``:
+  the Cayley map of ``parametrizations.orthogonal``) once, as one forward does;
+- ``whitening``: every call of the whitened cross-correlation (``losses.cross_correlation``,
+  the core of L_intra, L_pr and L_sp) that one forward makes, replayed on the same inputs.
 
-:func:`measure_overhead` profiles a few full training steps (forward, backward, optimiser-free)
-and reports each region's share of the step's wall time, forward and backward included
-(autograd attributes backward work to the region that created it).
+Baselines without these parts get shares of 0.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
+from unittest import mock
 
 import torch
-from torch import nn
-from torch.profiler import ProfilerActivity, profile
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
+from clcr_cli.model import losses
 from clcr_cli.model.batch import Batch
 
-REGIONS = ("clcr.orthogonal", "clcr.whitening")
+
+def _seconds(fn: Callable[[], None], repeats: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
 
 
-def measure_overhead(model: nn.Module, batch: Batch, steps: int = 3) -> dict[str, float]:
-    """Share of a training step spent in each region (0 when a model has none).
+def measure_overhead(model: nn.Module, batch: Batch, repeats: int = 3) -> dict[str, float]:
+    """Step seconds and the share of a step spent in each region.
 
-    Leaves the model, its gradients and every RNG exactly as it found them, so that
-    measuring does not change the training run.
+    Leaves the model, its gradients and every RNG as it found them, so that measuring does
+    not change the training run.
     """
     state = copy.deepcopy(model.state_dict())
     was_training = model.training
     model.train()
+    calls: list[tuple[Tensor, Tensor, str]] = []
+    original = losses.cross_correlation
+
+    def recording(x: Tensor, y: Tensor, whitening: str = "standardise", **kw) -> Tensor:
+        calls.append((x.detach(), y.detach(), whitening))
+        return original(x, y, whitening, **kw)
+
+    def step() -> None:
+        model(batch).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    def bases() -> None:
+        total = sum(
+            getattr(module, name).sum()
+            for module in model.modules()
+            if parametrize.is_parametrized(module)
+            for name in module.parametrizations
+        )
+        if isinstance(total, Tensor):
+            total.backward()
+        model.zero_grad(set_to_none=True)
+
+    def whitening() -> None:
+        for x, y, kind in calls:
+            x, y = x.clone().requires_grad_(), y.clone().requires_grad_()
+            original(x, y, kind).backward()
+
     try:
         with torch.random.fork_rng(devices=[]):
-            model(batch).loss.backward()  # warm-up
-            model.zero_grad(set_to_none=True)
-            with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    model(batch).loss.backward()
-                    model.zero_grad(set_to_none=True)
-                step_seconds = (time.perf_counter() - t0) / steps
-        totals = dict.fromkeys(REGIONS, 0.0)
-        for event in prof.key_averages():
-            if event.key in totals:
-                totals[event.key] += event.cpu_time_total / 1e6  # forward + autograd backward
-        out = {"step_seconds": step_seconds}
-        for region, seconds in totals.items():
-            out[f"{region.split('.')[1]}_share"] = min(1.0, seconds / steps / step_seconds)
+            step_seconds = _seconds(step, repeats)
+            with mock.patch.object(losses, "cross_correlation", recording):
+                model(batch)
+            out = {
+                "step_seconds": step_seconds,
+                "orthogonal_share": _seconds(bases, repeats) / step_seconds,
+                "whitening_share": _seconds(whitening, repeats) / step_seconds if calls else 0.0,
+            }
         return out
     finally:
         model.load_state_dict(state)

@@ -182,7 +182,7 @@ def fit(
                 optimizer.step()
                 b = len(batch.target)
                 seen += b
-                sums["loss"] = sums.get("loss", 0.0) + float(out_b.loss) * b
+                sums["loss"] = sums.get("loss", 0.0) + float(out_b.loss.detach()) * b
                 for name, value in out_b.terms.items():
                     sums[name] = sums.get(name, 0.0) + float(value) * b
             if scheduler is not None:
