@@ -188,6 +188,8 @@ def train(
     lambda_intra: Annotated[float | None, typer.Option(help="Weight of L_intra.")] = None,
     lambda_inter: Annotated[float | None, typer.Option(help="Weight of L_inter.")] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience in epochs (0: off).")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 (fp16: CUDA only).")] = None,
+    nproc: Annotated[int, typer.Option(help="Train with N processes on this machine (torchrun + DDP).")] = 1,
     seeds: SeedsOpt = None,
     set_: SetOpt = None,
     workdir: Workdir = Path("data"),
@@ -200,13 +202,17 @@ def train(
     """Fit CLCR (or a variant or baseline) on the cached features; resumable."""
     import dataclasses
 
+    from clcr_cli.distributed import launch, launched
     from clcr_cli.stages.train import run_train
 
+    if nproc > 1 and not launched():
+        raise typer.Exit(launch(nproc, sys.argv[1:]))
     with user_errors(verbose):
         options = _parse_set(set_) | _given(
             model=model, variant=variant, epochs=epochs, batch_size=batch_size, lr=lr,
             optimizer=optimizer, d=d, num_levels=num_levels, participation=participation,
             lambda_intra=lambda_intra, lambda_inter=lambda_inter, patience=patience, seed=seed,
+            precision=precision,
         )
         _, extract_cfg, base = _experiment(config, task, options)
         for s in _seed_list(seeds, base.seed):

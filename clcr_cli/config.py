@@ -142,6 +142,7 @@ class TrainConfig:
     regression_loss: str = "l1"
     dropout: float = 0.1
     valid_fraction: float = 0.1  # carved from train when the store has no valid split
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16: CUDA only)
     seed: int = 0
 
 
@@ -151,6 +152,7 @@ def train_config(toml: Mapping[str, Any], cli: Mapping[str, Any], source: str = 
         "optimizer": ("sgd", "adamw"),
         "scheduler": ("none", "cosine"),
         "regression_loss": ("l1", "mse"),
+        "precision": ("fp32", "bf16", "fp16"),
     }
     for name, allowed in checks.items():
         if getattr(cfg, name) not in allowed:

@@ -18,9 +18,11 @@ from typer.testing import CliRunner
 
 from clcr_cli.cli import app
 from clcr_cli.config import AblateConfig, EvalConfig, NoiseConfig, TrainConfig, extract_config
+from clcr_cli.model.batch import Batch
 from clcr_cli.stages.ablate import run_ablate
+from clcr_cli.stages.data import FeatureStats
 from clcr_cli.stages.evaluate import run_eval
-from clcr_cli.stages.noise import run_noise
+from clcr_cli.stages.noise import gaussian_noise, noised_sets, run_noise
 from clcr_cli.stages.train import run_train
 
 N_SAMPLES = 160
@@ -134,18 +136,18 @@ def test_sigkill_then_resume_is_bit_identical(workdir: Path, trained: Path, tmp_
 
 def test_noise_sigma_zero_equals_clean_and_is_cached(workdir: Path, trained: Path):
     base = TrainConfig(task="synth", **QUICK)
-    cfg = NoiseConfig(sigmas=(0.0, 0.5, 2.0), noise_seeds=(0, 1), models=("clcr",), modality="each")
+    cfg = NoiseConfig(sigmas=(0.0, 0.5, 4.0), noise_seeds=(0, 1), models=("clcr",), modality="all")
     out = run_noise(base, extract_cfg(), cfg, workdir)
     rows = read_csv(out / "curves.csv")
     clean = run_eval(trained, EvalConfig())["metrics"]["acc"]
     zero = [float(r["acc"]) for r in rows if float(r["sigma"]) == 0.0]
     assert zero and all(a == clean for a in zero)
-    loud = np.mean([float(r["acc"]) for r in rows if float(r["sigma"]) == 2.0])
+    loud = np.mean([float(r["acc"]) for r in rows if float(r["sigma"]) == 4.0])
     assert loud < clean
-    assert {r["modality"] for r in rows} == {"text", "audio", "video"}
+    assert {r["modality"] for r in rows} == {"all"}
     assert (out / "noise_acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     robust = read_csv(out / "robustness.csv")
-    assert len(robust) == 3
+    assert len(robust) == 1
     mtime = (out / "manifest.json").stat().st_mtime_ns
     assert run_noise(base, extract_cfg(), cfg, workdir) == out
     assert (out / "manifest.json").stat().st_mtime_ns == mtime
@@ -184,3 +186,26 @@ def test_regression_task_reports_mosi_metrics(workdir: Path):
     m = run_eval(out, EvalConfig())["metrics"]
     assert set(m) == {"mae", "corr", "acc7", "acc5", "has0_acc2", "has0_f1", "non0_acc2", "non0_f1"}
     assert m["corr"] > 0.3
+
+
+def test_noise_scales_with_training_std_and_spares_padding():
+    kinds = {"a": "sequence", "t": "levels", "v": "frames"}
+    stats = FeatureStats(
+        mean={"t": torch.zeros(2, 3), "v": torch.zeros(3)},
+        std={"t": torch.tensor([[1.0, 2.0, 4.0]] * 2), "v": torch.tensor([10.0, 20.0, 40.0])},
+    )
+    batch = Batch(
+        inputs={"a": torch.zeros(64, 5, 2), "t": torch.zeros(64, 2, 5, 3), "v": torch.zeros(64, 5, 2, 2, 3, dtype=torch.uint8)},
+        lengths={m: torch.full((64,), 3) for m in kinds},
+        target=torch.zeros(64),
+    )
+    noisy = gaussian_noise(0.5, list(kinds), kinds, stats, torch.Generator().manual_seed(0))(batch).inputs
+    assert noisy["a"][:, :3].std().item() == pytest.approx(0.5, rel=0.1)
+    assert not noisy["a"][:, 3:].any() and not noisy["t"][:, :, 3:].any() and not noisy["v"][:, 3:].any()
+    per_dim = noisy["t"][:, :, :3].reshape(-1, 3).std(0)
+    torch.testing.assert_close(per_dim, torch.tensor([0.5, 1.0, 2.0]), rtol=0.15, atol=0)
+    per_channel = noisy["v"][:, :3].reshape(-1, 3).std(0)
+    torch.testing.assert_close(per_channel, torch.tensor([5.0, 10.0, 20.0]), rtol=0.15, atol=0)
+    assert gaussian_noise(0.0, list(kinds), kinds, stats, torch.Generator())(batch) is batch
+    assert noised_sets(NoiseConfig(modality="each"), ["a", "t"]) == {"a": ["a"], "t": ["t"]}
+    assert noised_sets(NoiseConfig(modality="all"), ["a", "t"]) == {"all": ["a", "t"]}

@@ -26,15 +26,18 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
+from torch.nn.parallel import DistributedDataParallel
 
 from clcr_cli.cache import StageDir, StageKey
 from clcr_cli.config import ExtractConfig, TrainConfig
-from clcr_cli.errors import DataError
+from clcr_cli.distributed import Dist, all_sum, barrier, setup, shard
+from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.metrics import primary_metric
 from clcr_cli.model import ModelConfig, build_model, count_parameters
 from clcr_cli.progress import progress_bar
@@ -107,15 +110,39 @@ def _better(score: float, best: float | None, higher: bool) -> bool:
     return score > best if higher else score < best
 
 
+def mixed_precision(precision: str, device: str) -> tuple[Any, torch.amp.GradScaler]:
+    """(autocast context, grad scaler) for ``fp32`` (both no-ops), ``bf16`` or ``fp16``.
+
+    fp16 needs loss scaling and a GPU; bf16 runs under autocast on CUDA and on the CPU.
+    """
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    if precision == "fp16" and device_type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
+    return autocast, torch.amp.GradScaler(device_type, enabled=precision == "fp16")
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch's RNG streams: a resumed run replays them exactly."""
+    return (seed * 1_000_003 + epoch) * 1_009 + rank
+
+
 def fit(
     cfg: TrainConfig,
     store: FeatureStore,
     out: Path,
-    device: str,
+    dist: Dist,
     console: Console,
     after_epoch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """The training loop, resuming from ``out/last.pt`` when it exists. Returns the summary."""
+    """The training loop, resuming from ``out/last.pt`` when it exists. Returns the summary.
+
+    Randomness: epoch e shuffles with a generator seeded by (seed, e) -- the same on every
+    rank -- and draws dropout from torch's RNG seeded by (seed, e, rank), so a resumed run
+    needs no saved RNG state to replay the uninterrupted one bit for bit.
+    """
+    device = dist.device
     torch.manual_seed(cfg.seed)
     kinds = {m: info.kind for m, info in store.modalities.items()}
     train = load_split(store, "train")
@@ -137,7 +164,6 @@ def fit(
         if cfg.scheduler == "cosine"
         else None
     )
-    shuffle = torch.Generator().manual_seed(cfg.seed)
     metric, higher = primary_metric(store.target)
     start_epoch, best_score, best_epoch, best_state, bad_epochs = 0, None, -1, None, 0
     history: list[dict[str, Any]] = []
@@ -148,19 +174,19 @@ def fit(
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        shuffle.set_state(ckpt["rng"]["shuffle"])
-        if torch.cuda.is_available() and "cuda" in ckpt["rng"]:
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         start_epoch, best_epoch, bad_epochs = ckpt["epoch"], ckpt["best_epoch"], ckpt["bad_epochs"]
         best_score, best_state = ckpt["best_score"], ckpt["best_state"]
         history = json.loads(ckpt["history"])
         console.print(f"resuming train {cfg.task} from epoch {start_epoch}/{cfg.epochs}")
 
     overhead = measure_overhead(model, next(batches(train, cfg.batch_size)).to(device))
+    # variants leave some parameters unused (e.g. no-intraced's bases): DDP must not wait on them
+    net = DistributedDataParallel(model, find_unused_parameters=True) if dist.active else model
+    autocast, scaler = mixed_precision(cfg.precision, device)
     console.print(
         f"train {cfg.task}: {mcfg.model}/{mcfg.variant}, {count_parameters(model):,} parameters, "
         f"{len(train)} train / {len(valid)} valid samples on {device}"
+        + (f", {dist.world} processes" if dist.active else "")
     )
     with progress_bar(console, unit="epoch") as progress:
         task = progress.add_task(f"train {cfg.task}", total=cfg.epochs, completed=start_epoch)
@@ -168,27 +194,33 @@ def fit(
             if cfg.patience and bad_epochs >= cfg.patience:
                 console.print(f"early stop: no improvement of valid {metric} for {cfg.patience} epochs")
                 break
-            model.train()
+            net.train()
+            torch.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
+            shuffle = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
             t0 = time.perf_counter()
             sums: dict[str, float] = {}
-            seen = 0
-            for batch in batches(train, cfg.batch_size, generator=shuffle):
-                batch = batch.to(device)
-                out_b = model(batch)
+            for global_batch in batches(train, cfg.batch_size, generator=shuffle):
+                batch = shard(global_batch, dist).to(device)
+                with autocast:
+                    out_b = net(batch)
                 optimizer.zero_grad(set_to_none=True)
-                out_b.loss.backward()
+                scaler.scale(out_b.loss).backward()
                 if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 b = len(batch.target)
-                seen += b
+                sums["n"] = sums.get("n", 0.0) + b
                 sums["loss"] = sums.get("loss", 0.0) + float(out_b.loss.detach()) * b
                 for name, value in out_b.terms.items():
                     sums[name] = sums.get(name, 0.0) + float(value) * b
             if scheduler is not None:
                 scheduler.step()
+            sums = all_sum(sums, dist)
+            seen = sums.pop("n")
             seconds = time.perf_counter() - t0
-            val = predict(model, valid, cfg.batch_size, device)
+            val = predict(model, valid, cfg.batch_size, device)  # identical on every rank
             score = float(compute_metrics(val, store.target, store.num_classes)[metric])
             if _better(score, best_score, higher):
                 best_score, best_epoch, bad_epochs = score, epoch + 1, 0
@@ -200,25 +232,23 @@ def fit(
             row.update({"valid_loss": val.loss, f"valid_{metric}": score})
             row.update({"seconds": round(seconds, 4), "samples_per_s": round(seen / seconds, 2)})
             history.append(row)
-            _write_history(out / HISTORY, history)
-            rng = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
-            if torch.cuda.is_available():
-                rng["cuda"] = torch.cuda.get_rng_state_all()
-            _save_checkpoint(
-                ckpt_path,
-                {
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "rng": rng,
-                    "best_epoch": best_epoch,
-                    "best_score": best_score,
-                    "best_state": best_state,
-                    "bad_epochs": bad_epochs,
-                    "history": json.dumps(history),
-                },
-            )
+            if dist.main:
+                _write_history(out / HISTORY, history)
+                _save_checkpoint(
+                    ckpt_path,
+                    {
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "best_epoch": best_epoch,
+                        "best_score": best_score,
+                        "best_state": best_state,
+                        "bad_epochs": bad_epochs,
+                        "history": json.dumps(history),
+                    },
+                )
+            barrier(dist)
             progress.update(
                 task,
                 advance=1,
@@ -229,24 +259,27 @@ def fit(
 
     if best_state is None:
         raise DataError(out, f"no epoch produced a finite valid {metric}")
-    meta = {
-        "model_config": dataclasses.asdict(mcfg),
-        "train_config": dataclasses.asdict(cfg),
-        "stats": stats.as_lists(),
-        "store": str(store.path),
-        "metric": metric,
-        "best_epoch": best_epoch,
-        "best_score": best_score,
-        "parameters": count_parameters(model),
-    }
-    save_trained(out, model, best_state, meta)
-    timing = {
-        "epochs_run": len(history),
-        "mean_epoch_seconds": sum(r["seconds"] for r in history) / len(history),
-        "mean_samples_per_s": sum(r["samples_per_s"] for r in history) / len(history),
-        **overhead,
-    }
-    (out / "timing.json").write_text(json.dumps(timing, indent=2))
+    if dist.main:
+        meta = {
+            "model_config": dataclasses.asdict(mcfg),
+            "train_config": dataclasses.asdict(cfg),
+            "stats": stats.as_lists(),
+            "store": str(store.path),
+            "metric": metric,
+            "best_epoch": best_epoch,
+            "best_score": best_score,
+            "parameters": count_parameters(model),
+            "processes": dist.world,
+        }
+        save_trained(out, model, best_state, meta)
+        timing = {
+            "epochs_run": len(history),
+            "processes": dist.world,
+            "mean_epoch_seconds": sum(r["seconds"] for r in history) / len(history),
+            "mean_samples_per_s": sum(r["samples_per_s"] for r in history) / len(history),
+            **overhead,
+        }
+        (out / "timing.json").write_text(json.dumps(timing, indent=2))
     return {"best_epoch": best_epoch, f"valid_{metric}": best_score, "epochs_run": len(history)}
 
 
@@ -266,18 +299,28 @@ def run_train(
     ``extract_cfg`` None: train on the latest extraction of the task (see ``resolve_store``).
     """
     console = console or Console(stderr=True)
+    dist = setup(resolve_device(device))
+    if not dist.main:  # one writer: rank 0 extracts, locks and completes; the others follow
+        console = Console(stderr=True, quiet=True)
+        barrier(dist)
     store_path = resolve_store(cfg.task, workdir, extract_cfg, device, console)
     key = train_key(cfg, store_path.parent.name.rsplit("-", 1)[-1])
     stage = StageDir(workdir, key)
+    if dist.main:
+        barrier(dist)
     if stage.is_complete() and not force:
         console.print(f"[green]reusing[/] train {cfg.task} ({key.digest}): {stage.path}")
         return stage.path
-    with stage.lock(lock_timeout, on_wait=console.print):
+    lock = stage.lock(lock_timeout, on_wait=console.print) if dist.main else nullcontext()
+    with lock:
         if stage.is_complete() and not force:
             return stage.path
-        stage.begin(force=force)
+        if dist.main:
+            stage.begin(force=force)
+        barrier(dist)
         with FeatureStore(store_path) as store:
-            summary = fit(cfg, store, stage.path, resolve_device(device), console, after_epoch)
-        stage.complete(summary)
+            summary = fit(cfg, store, stage.path, dist, console, after_epoch)
+        if dist.main:
+            stage.complete(summary)
     console.print(f"[green]trained[/] {cfg.task}: {summary} -> {stage.path}")
     return stage.path
