@@ -77,7 +77,7 @@ class FrameStem(nn.Module):
         valid = frames[mask].float().div(255.0).permute(0, 3, 1, 2)  # (N, C, H, W)
         out = frames.new_zeros((*mask.shape, self.net[-1].out_features), dtype=torch.float32)
         if valid.shape[0]:
-            out[mask] = self.net(valid.contiguous())
+            out[mask] = self.net(valid.contiguous()).to(out.dtype)  # autocast may give bf16/fp16
         return out
 
 

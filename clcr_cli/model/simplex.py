@@ -102,6 +102,8 @@ def capped_simplex_projection(y: Tensor, budget: Tensor, mask: Tensor | None = N
     if mask is None:
         mask = torch.ones_like(y, dtype=torch.bool)
     lead, steps = y.shape[:-1], y.shape[-1]
+    if y.dtype in (torch.float16, torch.bfloat16):  # under autocast: solve exactly in float32
+        y = y.float()
     budget = torch.as_tensor(budget, dtype=y.dtype, device=y.device).expand(lead)
     flat = CappedSimplexProjection.apply(
         y.reshape(-1, steps), budget.reshape(-1), mask.reshape(-1, steps)
