@@ -355,6 +355,15 @@ def noise(
         typer.echo(str(out))
 
 
+@app.command()
+def report(workdir: Workdir = Path("data"), verbose: Verbose = False) -> None:
+    """Every result in the workspace on one page: <workdir>/report/report.{md,html}."""
+    from clcr_cli.stages.report import run_report
+
+    with user_errors(verbose):
+        typer.echo(str(run_report(workdir, console=console)))
+
+
 def _human_size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024:

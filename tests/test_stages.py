@@ -209,3 +209,25 @@ def test_noise_scales_with_training_std_and_spares_padding():
     assert gaussian_noise(0.0, list(kinds), kinds, stats, torch.Generator())(batch) is batch
     assert noised_sets(NoiseConfig(modality="each"), ["a", "t"]) == {"a": ["a"], "t": ["t"]}
     assert noised_sets(NoiseConfig(modality="all"), ["a", "t"]) == {"all": ["a", "t"]}
+
+
+def test_report_collects_every_result(workdir: Path, trained: Path):
+    # runs after the eval, noise and ablate tests of this module filled the workspace
+    result = CliRunner().invoke(app, ["report", "--workdir", str(workdir)])
+    assert result.exit_code == 0, result.output
+    out = workdir / "report"
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    for title in ("Evaluations", "Adaptive level and modality importance", "Ablation:", "Noise robustness:"):
+        assert title in md and html_escape(title) in page
+    assert "| synth | clcr | full | 0 | test |" in md
+    assert f"curves_{trained.name}.png" in md and (out / f"curves_{trained.name}.png").is_file()
+    for name in ("level_weights_synth.png", "modality_weights_synth.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    separators = [line for line in md.splitlines() if line.startswith("|---")]
+    assert page.count("<table>") == len(separators) > 0 and "<img src=" in page
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
