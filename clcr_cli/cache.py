@@ -181,9 +181,14 @@ def _folder_size(path: Path) -> int:
 
 
 def list_outputs(workdir: Path) -> list[CachedOutput]:
-    """Every stage output under ``workdir`` (folders with a ``params.json``), oldest first."""
+    """Every stage output under ``workdir`` (folders with a ``params.json``), oldest first.
+
+    Stage outputs sit at ``<stage>/<name>``; evaluations sit inside the train output they
+    evaluated, at ``train/<name>/eval/<name>``.
+    """
     rows = []
-    for params_file in sorted(Path(workdir).glob(f"*/*/{PARAMS}")):
+    found = [*Path(workdir).glob(f"*/*/{PARAMS}"), *Path(workdir).glob(f"train/*/eval/*/{PARAMS}")]
+    for params_file in sorted(found):
         folder = params_file.parent
         try:
             info = json.loads(params_file.read_text())

@@ -385,8 +385,11 @@ def status(
     stage: Annotated[str | None, typer.Option(help="Only this stage (extract, train, ...).")] = None,
     verbose: Verbose = False,
 ) -> None:
-    """List cached stage outputs: stage, dataset, key, state, size, age and options."""
+    """List cached stage outputs: stage, dataset, key, state, size, age and options.
+
+    The options column shows what differs from the defaults (-v: every option)."""
     from clcr_cli.cache import list_outputs
+    from clcr_cli.config import non_default_options
 
     with user_errors(verbose):
         rows = [r for r in list_outputs(workdir) if stage is None or r.stage == stage]
@@ -395,8 +398,8 @@ def status(
             table.add_column(col, overflow="fold")
         now = time.time()
         for r in rows:
-            shown = {k: v for k, v in r.params.items() if v is not None}
-            options = ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
+            shown = r.params if verbose else non_default_options(r.stage, r.params)
+            options = ", ".join(f"{k}={v}" for k, v in sorted(shown.items()) if v is not None)
             table.add_row(
                 r.stage,
                 r.dataset,
@@ -404,7 +407,7 @@ def status(
                 "[green]complete[/]" if r.complete else "[yellow]partial[/]",
                 _human_size(r.size),
                 _human_age(now - r.modified),
-                options if verbose else (options[:120] + ("..." if len(options) > 120 else "")),
+                options or "(defaults)",
             )
         Console().print(table)
         if not rows:

@@ -198,3 +198,35 @@ class NoiseConfig:
     noise_seeds: tuple[int, ...] = (0, 1, 2)
     models: tuple[str, ...] = ("clcr", "late-fusion")
     split: str = "test"
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+STAGE_DEFAULTS: dict[str, Any] = {
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "ablate": lambda: {"base": dataclasses.asdict(TrainConfig()), "ablate": dataclasses.asdict(AblateConfig())},
+    "noise": lambda: {"base": dataclasses.asdict(TrainConfig()), "noise": dataclasses.asdict(NoiseConfig())},
+}
+
+
+def non_default_options(stage: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a cached output that differ from the stage's defaults (for ``status``)."""
+    if stage == "extract":
+        dataset = params.get("dataset", ExtractConfig.dataset)
+        defaults = {**dataclasses.asdict(ExtractConfig()), **DATASET_EXTRACT_DEFAULTS.get(dataset, {})}
+    elif stage in STAGE_DEFAULTS:
+        made = STAGE_DEFAULTS[stage]()
+        defaults = made if isinstance(made, dict) else dataclasses.asdict(made)
+    else:
+        defaults = {}
+    flat, base = _flatten(params), _flatten(defaults)
+    return {k: v for k, v in flat.items() if k not in base or base[k] != v}

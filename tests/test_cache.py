@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import time
@@ -116,3 +117,29 @@ def test_list_outputs_reports_state_and_params(tmp_path: Path):
     assert rows[partial.key.digest].params == {"n": 9}
     assert rows[done.key.digest].size >= 100
     assert (done.path / MANIFEST).exists()
+
+
+def test_status_shows_only_options_that_differ_from_defaults():
+    from clcr_cli.config import TrainConfig, non_default_options
+
+    params = dataclasses.asdict(TrainConfig(epochs=5, variant="full-mix"))
+    assert non_default_options("train", params) == {"epochs": 5, "variant": "full-mix"}
+    # the dataset's own defaults count as defaults
+    extract = {"dataset": "synth", "num_frames": 16, "n_mels": 32, "root": "/x"}
+    assert non_default_options("extract", extract) == {"n_mels": 32, "root": "/x"}
+    nested = {"base": params, "noise": {"sigmas": [0.0, 0.5], "models": ["clcr", "late-fusion"]}}
+    assert non_default_options("noise", nested) == {
+        "base.epochs": 5, "base.variant": "full-mix", "noise.sigmas": [0.0, 0.5]
+    }
+
+
+def test_list_outputs_includes_evaluations_inside_train_outputs(tmp_path: Path):
+    train = StageDir(tmp_path, StageKey("train", 1, "synth", {"a": 1}))
+    with train.lock():
+        train.begin()
+        train.complete()
+    evaluation = StageDir(train.path, StageKey("eval", 1, "synth", {"split": "test"}))
+    with evaluation.lock():
+        evaluation.begin()
+        evaluation.complete()
+    assert sorted(r.stage for r in list_outputs(tmp_path)) == ["eval", "train"]
