@@ -83,3 +83,26 @@ def test_fsdd_digits_argument_checks(tmp_path):
 def test_missing_fsdd_folder_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="recordings: missing folder: expected FSDD recordings"):
         write_fsdd_digits_manifest(tmp_path / "nowhere", tmp_path / "out", per_digit=6, seed=0)
+
+
+@needs_fsdd
+def test_fsdd_digits_extract_real_audio_and_images(tmp_path):
+    """The real recordings and digit images go through the whole extract stage."""
+    from clcr_cli.config import extract_config
+    from clcr_cli.stages.extract import run_extract
+    from clcr_cli.store import FeatureStore
+
+    manifest = write_fsdd_digits_manifest(FSDD, tmp_path / "av-digits", per_digit=3, seed=0)
+    cfg = extract_config({}, {"dataset": "fsdd-digits", "manifest": str(manifest), "max_seconds": 1.0,
+                              "frame_size": 32, "part_size": 8})
+    with FeatureStore(run_extract(cfg, tmp_path / "wd")) as store:
+        assert len(store) == 30 and store.num_classes == 10
+        assert {m: i.kind for m, i in store.modalities.items()} == {"audio": "sequence", "image": "frames"}
+        assert [int(i.split("_")[0]) for i in store.ids] == [int(x) for x in store.labels]
+        audio, audio_len = store.read("audio")
+        # FSDD clips last 0.2-1 s: at 16 kHz and hop 160 that is about 20-101 frames, all real sound
+        assert audio.shape[1:] == (101, 64) and audio_len.min() >= 15 and audio_len.max() <= 101
+        assert all(audio[i, : audio_len[i]].max() > audio[i, : audio_len[i]].min() + 20 for i in range(30))
+        images, image_len = store.read("image")
+        assert images.shape[1:] == (1, 32, 32, 3) and (image_len == 1).all()
+        assert images.std() > 10  # real digit strokes, not blank frames
