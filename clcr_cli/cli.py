@@ -28,7 +28,7 @@ console = Console(stderr=True)
 # options every stage shares
 Workdir = Annotated[Path, typer.Option("--workdir", help="Workspace folder for raw data, caches and results.")]
 ConfigFile = Annotated[
-    Path | None, typer.Option("--config", help="TOML file with [extract]/[train]/... sections; CLI options win.")
+    Path | None, typer.Option("--config", help="TOML file with one table per stage (extract, train, eval, ablate, noise); CLI options win.")
 ]
 Seed = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda (auto: CUDA when present).")]
