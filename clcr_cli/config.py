@@ -93,6 +93,11 @@ def build_config(
     unknown = sorted(set(from_file) - names)
     if unknown:
         raise ConfigError(f"{source}: unknown option(s) in [{section}]: {', '.join(unknown)}")
+    unknown = sorted(k for k, v in cli.items() if v is not None and k not in names)
+    if unknown:
+        raise ConfigError(
+            f"unknown {section} option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+        )
     values: dict[str, Any] = {}
     values.update(defaults or {})
     values.update(from_file)
@@ -100,7 +105,7 @@ def build_config(
     for f in dataclasses.fields(cls):
         if f.name in values and isinstance(values[f.name], list):
             values[f.name] = tuple(values[f.name])
-    return cls(**{k: v for k, v in values.items() if k in names})
+    return cls(**values)
 
 
 def extract_config(toml: Mapping[str, Any], cli: Mapping[str, Any], source: str = "config") -> ExtractConfig:

@@ -143,3 +143,16 @@ def test_list_outputs_includes_evaluations_inside_train_outputs(tmp_path: Path):
         evaluation.begin()
         evaluation.complete()
     assert sorted(r.stage for r in list_outputs(tmp_path)) == ["eval", "train"]
+
+
+def test_unknown_options_are_errors_not_ignored(tmp_path: Path):
+    from clcr_cli.config import load_toml, train_config
+    from clcr_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown train option.*nosuch"):
+        train_config({}, {"nosuch": 1})
+    bad = tmp_path / "c.toml"
+    bad.write_text("[train]\nepochz = 3\n")
+    with pytest.raises(ConfigError, match=r"c.toml: unknown option\(s\) in \[train\]: epochz"):
+        train_config(load_toml(bad), {}, str(bad))
+    assert train_config({"train": {"epochs": 3}}, {"epochs": 5}).epochs == 5  # CLI wins over TOML
