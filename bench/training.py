@@ -12,9 +12,13 @@ Figures:
 - samples/s of CLCR against late-fusion;
 - data waiting: seconds per epoch inside ``clcr_cli.stages.data.batches`` iteration
   (and ``Batch.to(device)``) against the epoch's seconds -- the ratio is the share;
-- orthogonal / whitening: seconds per step in the regions ``clcr.orthogonal`` and
-  ``clcr.whitening`` (``clcr_cli.stages.overhead.measure_overhead``) against the step's
-  seconds -- the ratio is the share (0 when the model marks no such region);
+- orthogonal / whitening (``clcr_cli.stages.overhead.measure_overhead``), each timed
+  forward + backward against one full forward + backward step on the same batch -- the
+  ratio is the share: (a) materialising every Stiefel-parameterised basis (``U_sh``,
+  ``U_pr,m``, Cayley map) once; (b) a replay, on the same inputs, of every
+  ``losses.cross_correlation`` call (the whitened cross-correlation of L_intra, L_pr,
+  L_sp) that one forward makes. Timed in isolation, so the two shares need not add up
+  to what they cost inside the step;
 - aten operations dispatched by one forward + backward on a batch, CLCR against
   late-fusion (counted with a ``TorchDispatchMode``): the many small operations are
   where a step's time goes when its FLOPs are few;
