@@ -165,7 +165,9 @@ def test_ablate_table_and_cached_reuse(workdir: Path, trained: Path):
     assert float(rows[1]["delta"]) == pytest.approx(delta)
     assert "| full-mix |" in (out / "ablation.md").read_text()
     trains = {r["train"]: Path(r["train"], "manifest.json").stat().st_mtime_ns for r in runs}
-    run_ablate(base, extract_cfg(), cfg, workdir)  # reuses every run
+    table = (out / "manifest.json").stat().st_mtime_ns
+    assert run_ablate(base, extract_cfg(), cfg, workdir) == out  # reuses every run and the table
+    assert (out / "manifest.json").stat().st_mtime_ns == table
     assert all(Path(t, "manifest.json").stat().st_mtime_ns == m for t, m in trains.items())
 
 

@@ -87,8 +87,12 @@ def run_ablate(
     params = {"base": dataclasses.asdict(base), "ablate": dataclasses.asdict(cfg)}
     inputs = {f"{label}/{seed}": d.name for label, seed, d, _ in results}
     stage = StageDir(workdir, StageKey("ablate", ABLATE_VERSION, base.task, params, inputs))
+    if stage.is_complete() and not force:
+        console.print(f"[green]reusing[/] ablate {base.task} ({stage.key.digest}): {stage.path}")
+        console.print((stage.path / "ablation.md").read_text())
+        return stage.path
     with stage.lock(on_wait=console.print):
-        stage.begin(force=True)
+        stage.begin(force=force)
         with open(stage.path / "runs.csv", "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["label", "seed", *names, "train"])
