@@ -24,6 +24,7 @@ from clcr_cli.config import AblateConfig, EvalConfig, ExtractConfig, TrainConfig
 from clcr_cli.errors import ConfigError
 from clcr_cli.metrics import METRIC_NAMES, mean_std, metric_label, primary_metric
 from clcr_cli.model import BASELINES, VARIANTS
+from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.evaluate import run_eval
 from clcr_cli.stages.train import run_train
 
@@ -79,7 +80,9 @@ def run_ablate(
     for i, (label, tcfg) in enumerate(plans, 1):
         console.rule(f"ablate {base.task} [{i}/{len(plans)}]: {label}, seed {tcfg.seed}")
         train_dir = run_train(tcfg, extract_cfg, workdir, force=force, device=device, console=console)
-        metrics = run_eval(train_dir, EvalConfig(split=cfg.split), device="cpu", console=console)
+        metrics = run_eval(
+            train_dir, EvalConfig(split=cfg.split), device=resolve_device(device), console=console
+        )
         results.append((label, tcfg.seed, train_dir, metrics))
     target = results[0][3]["target"]
     names = list(METRIC_NAMES[target])

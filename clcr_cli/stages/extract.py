@@ -48,6 +48,11 @@ SOURCE_LAYOUT = {
 }
 
 
+def store_layouts(dataset: Dataset) -> dict[str, ModalityLayout]:
+    """How each of the dataset's modalities is stored, from its source."""
+    return {m: SOURCE_LAYOUT[s] for m, s in dataset.info.modalities.items()}
+
+
 def dataset_options(cfg: ExtractConfig, workdir: Path) -> DatasetOptions:
     """The loader's options, with the dataset root resolved (default ``<workdir>/raw/<name>``)."""
     if cfg.root is not None:
@@ -240,7 +245,7 @@ def _extract_parts(
 ) -> Featurizer:
     """Featurize and write the parts numbered ``todo`` (each atomically, in order)."""
     featurizer = Featurizer(dataset, cfg, resolve_device(device))
-    layouts = {m: SOURCE_LAYOUT[s] for m, s in dataset.info.modalities.items()}
+    layouts = store_layouts(dataset)
     total = sum(len(dataset.samples[i * cfg.part_size : (i + 1) * cfg.part_size]) for i in todo)
     with progress_bar(console, unit="clips") as progress:
         task = progress.add_task(f"extract {cfg.dataset}", total=total)
@@ -346,8 +351,7 @@ def run_extract(
             "settings": {**key.params, **featurizer.settings()},
             "versions": _package_versions(),
         }
-        layouts = {m: SOURCE_LAYOUT[s] for m, s in dataset.info.modalities.items()}
-        n = assemble_store(parts, store, layouts, attrs)
+        n = assemble_store(parts, store, store_layouts(dataset), attrs)
         for p in parts:
             p.unlink()
         parts[0].parent.rmdir()

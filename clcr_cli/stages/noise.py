@@ -28,12 +28,13 @@ import torch
 from rich.console import Console
 
 from clcr_cli.cache import StageDir, StageKey
-from clcr_cli.config import ExtractConfig, NoiseConfig, TrainConfig
+from clcr_cli.config import EvalConfig, ExtractConfig, NoiseConfig, TrainConfig
 from clcr_cli.errors import ConfigError
 from clcr_cli.metrics import METRIC_NAMES, primary_metric, relative_robustness
 from clcr_cli.model.batch import Batch
 from clcr_cli.plots import plot_noise_curves
 from clcr_cli.progress import progress_bar
+from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.data import FeatureStats, step_mask
 from clcr_cli.stages.evaluate import load_for_eval
 from clcr_cli.stages.train import run_train
@@ -120,9 +121,11 @@ def run_noise(
     with stage.lock(on_wait=console.print):
         stage.begin(force=force)
         rows = []
+        # noise is drawn on the CPU before each batch moves, so it is the same on any device
+        eval_device, batch_size = resolve_device(device), EvalConfig.batch_size
         with progress_bar(console, unit="eval") as progress:
             for model_name, train_dir in train_dirs.items():
-                loaded = load_for_eval(train_dir, cfg.split, "cpu")
+                loaded = load_for_eval(train_dir, cfg.split, eval_device)
                 sets = noised_sets(cfg, list(loaded.kinds))
                 task = progress.add_task(
                     f"noise {model_name}", total=len(sets) * len(cfg.sigmas) * len(cfg.noise_seeds)
@@ -132,7 +135,7 @@ def run_noise(
                         for seed in cfg.noise_seeds:
                             g = torch.Generator().manual_seed(seed)
                             transform = gaussian_noise(sigma, modalities, loaded.kinds, loaded.stats, g)
-                            _, metrics = loaded.predict(256, "cpu", transform=transform)
+                            _, metrics = loaded.predict(batch_size, eval_device, transform=transform)
                             rows.append({"model": model_name, "modality": curve, "sigma": sigma, "seed": seed,
                                          **{k: v for k, v in metrics.items() if k != "confusion"}})
                             progress.advance(task)
