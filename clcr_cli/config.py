@@ -143,6 +143,7 @@ class TrainConfig:
     num_levels: int = 3
     num_heads: int = 4
     participation: float = 0.68
+    learn_budget: bool = True  # False: the participation rate stays at --budget (budget sweep)
     lambda_intra: float = 0.1
     lambda_inter: float = 0.1
     regression_loss: str = "l1"

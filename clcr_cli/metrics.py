@@ -234,3 +234,25 @@ def mean_std(rows: Sequence[Mapping[str, object]]) -> dict[str, tuple[float, flo
         std = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
         summary[key] = (float(np.mean(values)), std)
     return summary
+
+
+def paired_difference(
+    values: Sequence[float], reference: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of the per-seed differences ``values - reference`` and its t-interval.
+
+    The two sequences are paired (same seeds, same order). Returns (mean, low, high); with
+    fewer than two pairs the interval is (nan, nan). Pairing removes the variance that two
+    runs of one seed share (the data split, the initial weights of shared parts).
+    """
+    from scipy.stats import t as student_t
+
+    diff = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
+    if diff.size == 0:
+        raise ValueError("paired_difference needs at least one pair")
+    mean = float(diff.mean())
+    if diff.size < 2:
+        return mean, math.nan, math.nan
+    half = float(student_t.ppf(0.5 + confidence / 2, diff.size - 1) * diff.std(ddof=1))
+    half /= math.sqrt(diff.size)
+    return mean, mean - half, mean + half

@@ -251,3 +251,15 @@ def test_mean_std_over_seeds():
         mean_std([rows[0], {"acc": 0.1}])
     with pytest.raises(ValueError, match="at least one"):
         mean_std([])
+
+
+def test_paired_difference_matches_the_t_interval_by_hand():
+    from clcr_cli.metrics import paired_difference
+
+    mean, low, high = paired_difference([0.9, 0.8, 0.7], [-0.1, -0.2, -0.3])  # diffs all 1.0
+    assert (mean, low, high) == pytest.approx((1.0, 1.0, 1.0))
+    mean, low, high = paired_difference([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])  # diffs 1, 2, 3
+    half = 4.302652729911275 * 1.0 / 3**0.5  # t(0.975, 2) * sd / sqrt(n)
+    assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    mean, low, high = paired_difference([0.5], [0.25])
+    assert mean == 0.25 and math.isnan(low) and math.isnan(high)

@@ -13,7 +13,7 @@ A modality's tensor has one of three *kinds*, fixed by how it was extracted:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from torch import Tensor
 
@@ -26,6 +26,7 @@ class ModalitySpec:
     kind: Kind
     dim: int  # D for levels, F for sequence, C (channels) for frames
     num_levels_in: int = 1  # K: stored levels (kind "levels" only)
+    max_steps: int = 0  # T: the longest sequence the model will see (0: unknown)
 
 
 @dataclass
@@ -56,3 +57,4 @@ class ModelOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)  # each loss term, detached-safe scalars
     level_weights: Tensor | None = None  # (B, L): InterCAD's w
     modality_weights: Tensor | None = None  # (B, M): InterCAD's shared-path attention
+    streams: list[Any] | None = None  # CLCR: IntraCED's LevelStreams per level (alpha, masks)

@@ -10,8 +10,9 @@ The variant (variants.py) switches parts off for the paper's ablations:
   (with more modalities than levels some pairs necessarily meet at one level again);
 - ``no-intraced`` replaces IntraCED by a dense exchange of full features, leaving no private
   stream: L_Intra, L_pr and L_sp are then 0;
-- ``no-intercad`` replaces InterCAD by a plain mean; L_mix (which needs learned level
-  weights) is then 0 and the reported weights are uniform.
+- ``no-intercad`` replaces InterCAD's learned level weights, modality selection and gates by
+  uniform weights over the same blocks; L_mix (which needs learned level weights) is then 0
+  and the reported weights are uniform.
 
 Missing modalities (``batch.present[m]`` False) are masked out of exchange keys, level
 weights, modality selection and private aggregation, so their inputs cannot move the output.
@@ -26,7 +27,7 @@ from clcr_cli.model.batch import Batch, ModelOutput
 from clcr_cli.model.config import ModelConfig
 from clcr_cli.model.heads import PredictionHead, assemble_output, stack_present
 from clcr_cli.model.hierarchy import build_encoders, encode_batch
-from clcr_cli.model.intercad import InterCAD, MeanAggregation, Summaries
+from clcr_cli.model.intercad import InterCAD, MeanAggregation, Summaries, fused_width
 from clcr_cli.model.intraced import DenseExchange, IntraCED
 from clcr_cli.model.losses import inter_regularisers, intra_regulariser, level_mix_penalty
 from clcr_cli.model.variants import VARIANTS
@@ -53,6 +54,7 @@ class CLCR(nn.Module):
                     config.learn_budget,
                     dense_budget=not self.variant.sparse_budget,
                     dropout=config.dropout,
+                    budget_scale=config.budget_scale,
                 )
                 for _ in range(self.num_slots)
             )
@@ -68,7 +70,8 @@ class CLCR(nn.Module):
             self.aggregate = InterCAD(self.num_slots, shared_dim, private_dim, config.d)
         else:
             self.aggregate = MeanAggregation()
-        self.head = PredictionHead(shared_dim + private_dim, config)
+        width = fused_width(self.num_slots, len(names), shared_dim, private_dim)
+        self.head = PredictionHead(width, config)
 
     def forward(self, batch: Batch) -> ModelOutput:
         config, variant = self.config, self.variant
@@ -112,6 +115,8 @@ class CLCR(nn.Module):
         budgets = [ex.budget.participation for ex in self.exchanges if getattr(ex, "budget", None)]
         for slot, rate in enumerate(budgets):
             extra[f"participation_{slot}"] = rate
-        return assemble_output(
+        output = assemble_output(
             prediction, batch, config, weighted, extra, level_weights, modality_weights
         )
+        output.streams = streams
+        return output

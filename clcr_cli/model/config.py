@@ -15,7 +15,7 @@ class ModelConfig:
 
     ``participation`` is the initial budget participation rate r: every level's budget starts
     at ``B_l = r * (number of valid tokens)`` and is learnable unless ``learn_budget`` is
-    False. ``shared_dim``/``private_dim`` (k_sh, k_pr) default to d // 2 each; k_sh + k_pr <= d.
+    False. ``budget_scale`` is the initial scale gamma_m of the budget's scores (intraced.py). ``shared_dim``/``private_dim`` (k_sh, k_pr) default to d // 2 each; k_sh + k_pr <= d.
     ``whitening`` picks the regularisers' whitening ("standardise" or "full", see losses.py);
     ``reg_max_tokens`` caps the tokens the token-level regularisers look at.
     """
@@ -30,6 +30,7 @@ class ModelConfig:
     num_heads: int = 4
     participation: float = 0.68
     learn_budget: bool = True
+    budget_scale: float = 4.0
     shared_dim: int | None = None
     private_dim: int | None = None
     lambda_intra: float = 0.1
@@ -96,6 +97,8 @@ class ModelConfig:
             raise ConfigError(f"whitening must be 'standardise' or 'full', got {self.whitening!r}")
         if self.num_levels < 1:
             raise ConfigError(f"num_levels must be >= 1, got {self.num_levels}")
+        if self.budget_scale <= 0:
+            raise ConfigError(f"budget_scale must be > 0, got {self.budget_scale}")
         if not 0 < self.participation <= 1:
             raise ConfigError(f"participation must lie in (0, 1], got {self.participation}")
         ks, kp = self.shared_width, self.private_width

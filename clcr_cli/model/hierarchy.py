@@ -11,16 +11,29 @@ positional term. Where ``Z_l`` comes from depends on the input kind (see batch.p
   wanted, we take L evenly spaced stored levels from the shallowest to the deepest
   (``round(linspace(0, K-1, L))``); for L = 1 the deepest, because the single level of a
   hierarchy-free model should carry the most task semantics. K < L is a configuration error.
-- ``"sequence"`` (log-mel, COVAREP, Facet): a per-step linear stem, then L residual TCN stages
-  with dilations 1, 2, 4, ...; stage l's output is ``Z_l`` (receptive field grows with l).
+- ``"sequence"`` (log-mel, COVAREP, Facet): a per-step linear stem, then L residual TCN stages;
+  stage l's output is ``Z_l``.
 - ``"frames"`` (raw RGB): a cheap strided 2D CNN per valid frame, global-average-pooled to a
   vector, then the same TCN stages.
+
+*Receptive fields that reach the sequence* (the paper: "three-stage TCN with increasing
+receptive fields -> local appearance / part structure / long-range scene context"). Stage l
+averages its input over a centred window of ``D_l`` steps and then applies a kernel-k
+convolution with dilation ``D_l``: its k taps read k adjacent windows, so the stage sees
+``k * D_l`` contiguous steps (no aliasing gaps, unlike a bare dilated convolution). The
+dilations grow geometrically from ``D_1 = 1`` and are derived from the modality's longest
+sequence ``T`` (``ModalitySpec.max_steps``, the store's padded length): the deepest is the
+smallest that makes the stack's receptive field ``1 + sum_l (k D_l - 1) >= 2T - 1``, i.e. every
+step of the deepest level sees the whole clip on both sides. With an unknown ``T`` the
+dilations fall back to ``1, 2, 4, ...``. :func:`receptive_fields` gives each level's field.
 
 Padded steps are zeroed before every temporal convolution and in every output, so the valid
 steps of a sample do not depend on how much padding follows them.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -81,11 +94,51 @@ class FrameStem(nn.Module):
         return out
 
 
+def stage_dilations(max_steps: int, num_levels: int, kernel: int) -> list[int]:
+    """``D_1 .. D_L`` (module docstring): geometric from 1, the deepest reaching ``max_steps``."""
+    if max_steps <= 0:
+        return [2**i for i in range(num_levels)]
+    target = 2 * max_steps - 1
+    growth = 1.0
+    while True:
+        dilations = [max(1, round(growth**i)) for i in range(num_levels)]
+        covered = 1 + sum(kernel * d - 1 for d in dilations[:-1])
+        needed = math.ceil((target - covered + 1) / kernel)
+        if num_levels == 1 or needed <= dilations[-1]:
+            dilations[-1] = max(dilations[-1], needed)
+            return dilations
+        growth *= 1.05
+
+
+def receptive_fields(dilations: list[int], kernel: int) -> list[int]:
+    """Steps seen by one output step of each level (stem and projections are per step)."""
+    fields, field = [], 1
+    for dilation in dilations:
+        field += kernel * dilation - 1
+        fields.append(field)
+    return fields
+
+
+def window_mean(x: Tensor, mask: Tensor, width: int) -> Tensor:
+    """Mean of ``x`` (B, T, d) over a centred window of ``width`` valid steps; 0 on padded steps."""
+    if width == 1:
+        return x
+    steps = x.shape[1]
+    keep = mask[..., None].to(x.dtype)
+    sums = nn.functional.pad(torch.cumsum(x * keep, 1), (0, 0, 1, 0))
+    counts = nn.functional.pad(torch.cumsum(keep, 1), (0, 0, 1, 0))
+    first = torch.arange(steps, device=x.device) - width // 2
+    start, stop = first.clamp(0, steps), (first + width).clamp(0, steps)
+    total = sums[:, stop] - sums[:, start]
+    return total / (counts[:, stop] - counts[:, start]).clamp(min=1) * keep
+
+
 class TemporalStage(nn.Module):
-    """One TCN stage: pre-LN, dilated non-causal Conv1d, GELU, pointwise map, residual."""
+    """One TCN stage: pre-LN, window mean and dilated Conv1d (both ``D_l``), GELU, residual."""
 
     def __init__(self, d: int, dilation: int, kernel: int, dropout: float) -> None:
         super().__init__()
+        self.dilation = dilation
         self.norm = nn.LayerNorm(d)
         self.conv = nn.Conv1d(d, d, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2)
         self.pointwise = nn.Linear(d, d)
@@ -93,7 +146,7 @@ class TemporalStage(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         keep = mask[..., None].to(x.dtype)
-        y = (self.norm(x) * keep).transpose(1, 2)
+        y = window_mean(self.norm(x) * keep, mask, self.dilation).transpose(1, 2)
         y = self.pointwise(nn.functional.gelu(self.conv(y).transpose(1, 2)))
         return (x + self.dropout(y)) * keep
 
@@ -144,8 +197,9 @@ class SemanticHierarchyEncoder(nn.Module):
                 self.stem = nn.Linear(spec.dim, d)
             else:
                 self.stem = FrameStem(spec.dim, d, frame_channels)
+            self.dilations = stage_dilations(spec.max_steps, num_levels, tcn_kernel)
             self.stages = nn.ModuleList(
-                TemporalStage(d, 2**i, tcn_kernel, dropout) for i in range(num_levels)
+                TemporalStage(d, dilation, tcn_kernel, dropout) for dilation in self.dilations
             )
             in_dim = d
         else:

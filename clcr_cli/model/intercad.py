@@ -5,21 +5,30 @@ shared and private streams, ``s_l^(m)`` and ``p_l^(m)``. Paper equations and rea
 
 *Level weights.* ``w = softmax(MLP(.))`` over the L levels, one weight vector per sample,
 common to all modalities (the paper's ``s-bar^(m) = sum_l w_l s_l^(m)`` has no m on w). The
-MLP scores level l from ``c_l + a_l``: ``c_l`` the mean over present modalities of
-``s_l^(m) (+) p_l^(m)`` and ``a_l`` a learned level anchor (the abstract's "learned anchors"
-that synchronise semantic scales), which also tells the shared MLP which level it scores.
-Then ``s-bar^(m) = sum_l w_l s_l^(m)`` and ``p-bar^(m) = sum_l w_l p_l^(m)``.
+MLP scores level l from ``c_l + a_l``: ``c_l`` the mean over present modalities of the shared
+summaries ``s_l^(m)`` (the shared subspace of a level is common to the modalities, so the
+mean is meaningful; private coordinates are not, see below) and ``a_l`` a learned level
+anchor (the abstract's "learned anchors" that synchronise semantic scales).
 
-*Shared path (modality selection).* Global context ``g-bar`` = mean of ``s-bar^(m)`` over
-present modalities; ``beta = softmax_m( (W_q g-bar) . (W_k s-bar^(m)) / sqrt(k_sh) )`` over
-present modalities (scaled dot-product); ``z_sh = sum_m beta_m s-bar^(m)``. The values are the
-summaries themselves so that beta reads directly as modality importance.
+*Shared path (modality selection).* ``s-bar^(m) = sum_l w_l s_l^(m)``, global context
+``g-bar`` = mean of ``s-bar^(m)`` over present modalities; ``beta = softmax_m( (W_q g-bar) .
+(W_k s-bar^(m)) / sqrt(k_sh) )`` over present modalities.
 
-*Private path.* ``eta_m = sigmoid(w_p^T LN(W_p p-bar^(m)))`` and
-``u_pr = (1/|M_present|) sum_m eta_m p-bar^(m)``; the average (rather than a sum) keeps the
-scale of ``u_pr`` independent of how many modalities are present.
+*Private path.* ``p-bar^(m) = sum_l w_l p_l^(m)`` and ``eta_m = sigmoid(w_p^T LN(W_p p-bar^(m)))``.
 
-The task head then reads ``z_sh (+) u_pr``.
+*What the head reads: aggregation that keeps evidence apart.* Each level has its own bases
+``U_l^sh`` and each modality its own ``U_{l,m}^pr``, so the coordinates of two levels (or of
+two modalities' private streams) are unrelated axes: summing them, as a literal reading of
+``sum_l w_l s_l`` would, superimposes unrelated evidence in the same slots (on ``synth`` the
+label needs one bit from each level, and a linear probe of such a sum fell to 0.47). The
+weights therefore scale blocks that are concatenated rather than added:
+
+    ``z_sh = (+)_l  L w_l sum_m beta_m s_l^(m)``          (modalities summed only inside the
+                                                         common shared subspace of a level)
+    ``u_pr = (+)_{l,m}  L w_l eta_m p_l^(m)``             (zero for a missing modality)
+
+and the head reads ``z_sh (+) u_pr``. ``L w_l`` is 1 for uniform weights. ``s-bar`` and ``p-bar``
+are used where the paper uses them -- to score modalities and gates -- not as the output.
 """
 
 from __future__ import annotations
@@ -30,6 +39,31 @@ import torch
 from torch import Tensor, nn
 
 from clcr_cli.model.attention import masked_mean, masked_softmax
+
+
+def fused_width(num_levels: int, num_modalities: int, shared_dim: int, private_dim: int) -> int:
+    """Width of ``z_sh (+) u_pr``: L shared blocks and L x M private blocks."""
+    return num_levels * (shared_dim + num_modalities * private_dim)
+
+
+def concatenate_blocks(
+    shared: Tensor,
+    private: Tensor | None,
+    level_weights: Tensor,
+    modality_weights: Tensor,
+    private_weights: Tensor,
+) -> Tensor:
+    """``z_sh (+) u_pr`` from (B, L, M, k) summaries, w (B, L), beta (B, M), eta-or-presence (B, M).
+
+    ``private_weights`` must be 0 for missing modalities.
+    """
+    scale = level_weights * level_weights.shape[1]  # L w_l
+    per_level = torch.einsum("bm,blmk->blk", modality_weights, shared) * scale[..., None]
+    parts = [per_level.flatten(1)]
+    if private is not None:
+        gated = private * (scale[:, :, None] * private_weights[:, None, :])[..., None]
+        parts.append(gated.flatten(1))
+    return torch.cat(parts, -1)
 
 
 class Summaries(nn.Module):
@@ -52,14 +86,12 @@ class InterCAD(nn.Module):
 
     def __init__(self, num_levels: int, shared_dim: int, private_dim: int, hidden: int) -> None:
         super().__init__()
-        both = shared_dim + private_dim
-        self.level_anchor = nn.Parameter(torch.randn(num_levels, both) * 0.02)
+        self.level_anchor = nn.Parameter(torch.randn(num_levels, shared_dim) * 0.02)
         self.level_score = nn.Sequential(
-            nn.LayerNorm(both), nn.Linear(both, hidden), nn.GELU(), nn.Linear(hidden, 1)
+            nn.LayerNorm(shared_dim), nn.Linear(shared_dim, hidden), nn.GELU(), nn.Linear(hidden, 1)
         )
         self.context_query = nn.Linear(shared_dim, shared_dim)
         self.modality_key = nn.Linear(shared_dim, shared_dim)
-        self.private_dim = private_dim
         if private_dim:
             self.gate = nn.Sequential(
                 nn.Linear(private_dim, hidden), nn.LayerNorm(hidden), nn.Linear(hidden, 1)
@@ -70,11 +102,10 @@ class InterCAD(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """shared (B, L, M, k_sh), private (B, L, M, k_pr) or None, present (B, M) bool.
 
-        Returns the fused representation (B, k_sh [+ k_pr]), w (B, L) and beta (B, M).
+        Returns ``z_sh (+) u_pr`` (B, :func:`fused_width`), w (B, L) and beta (B, M).
         """
-        streams = shared if private is None else torch.cat([shared, private], -1)
-        level_mask = present[:, None, :].expand(-1, streams.shape[1], -1)
-        context = masked_mean(streams, level_mask, 2)  # c_l: (B, L, k)
+        level_mask = present[:, None, :].expand(-1, shared.shape[1], -1)
+        context = masked_mean(shared, level_mask, 2)  # c_l: (B, L, k_sh)
         level_weights = torch.softmax(self.level_score(context + self.level_anchor).squeeze(-1), 1)
         shared_bar = torch.einsum("bl,blmk->bmk", level_weights, shared)  # s-bar^(m)
         global_context = masked_mean(shared_bar, present, 1)  # g-bar
@@ -82,24 +113,24 @@ class InterCAD(nn.Module):
         keys = self.modality_key(shared_bar)
         logits = (query * keys).sum(-1) / math.sqrt(shared_bar.shape[-1])
         modality_weights = masked_softmax(logits, present, 1)  # beta
-        fused = torch.einsum("bm,bmk->bk", modality_weights, shared_bar)  # z_sh
+        gates = present.to(shared.dtype)
         if private is not None:
             private_bar = torch.einsum("bl,blmk->bmk", level_weights, private)  # p-bar^(m)
-            eta = torch.sigmoid(self.gate(private_bar))  # (B, M, 1)
-            u_private = masked_mean(eta * private_bar, present, 1)
-            fused = torch.cat([fused, u_private], -1)
+            gates = torch.sigmoid(self.gate(private_bar)).squeeze(-1) * gates  # eta_m
+        fused = concatenate_blocks(shared, private, level_weights, modality_weights, gates)
         return fused, level_weights, modality_weights
 
 
 class MeanAggregation(nn.Module):
-    """The ``no-intercad`` ablation: a plain mean over levels and present modalities."""
+    """The ``no-intercad`` ablation: the same blocks with uniform level and modality weights
+    and no gates, so the ablation removes InterCAD's learned weighting, not the layout."""
 
     def forward(
         self, shared: Tensor, private: Tensor | None, present: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         b, levels = shared.shape[:2]
-        parts = [shared] if private is None else [shared, private]
-        fused = torch.cat([masked_mean(x.mean(1), present, 1) for x in parts], -1)
         level_weights = shared.new_full((b, levels), 1.0 / levels)
         modality_weights = present.to(shared.dtype) / present.sum(1, keepdim=True).clamp(min=1)
+        gates = present.to(shared.dtype)
+        fused = concatenate_blocks(shared, private, level_weights, modality_weights, gates)
         return fused, level_weights, modality_weights

@@ -12,15 +12,25 @@ orthonormal complement ``C_l = Q_l[:, k_sh:]``; each modality's private basis is
 ``U_{l,m}^pr = C_l V_{l,m}`` with ``V_{l,m}`` on the Stiefel manifold St(d - k_sh, k_pr).
 Hence ``U^T U = I`` for every basis and ``(U_l^sh)^T U_{l,m}^pr = 0`` by construction.
 
-*Token budget.* Shared evidence ``e_t = ||h_{t,sh}||_2``, normalised by ``sqrt(k_sh)`` so
-that it is O(1) for layer-normed inputs. Scores ``alpha~_t = sigmoid(gamma_m (e_t - theta_l))``
-with a positive learnable scale ``gamma_m`` (softplus) and a level threshold ``theta_l``.
-The sigmoid is a deliberate choice: the projection onto the capped simplex is invariant to
-adding a constant to all scores, so with an affine map ``gamma (e - theta)`` the threshold
-would have no effect at all. Then ``alpha = Proj_{Delta(B_l)}(alpha~)`` (simplex.py) with
-``B_l = rho_l * n_valid``: ``rho_l = sigmoid(beta_l)`` is the learnable participation rate
-of level l, initialised to the configured rate r, so ``B_l`` stays inside (0, n_valid) for
-every sample whatever its length. ``learn_budget=False`` freezes ``rho_l = r`` (sparsity sweep).
+*Token budget.* Shared evidence ``e_t = ||h_{t,sh}||_2``. Read literally, the scores
+``alpha~_t = sigmoid(gamma_m (e_t - theta_l))`` are inert: LayerNorm fixes ``||h||``, so ``e_t``
+varies by ~15 % across tokens, every score sits near one value, the projection (invariant to a
+common shift) turns them into a near-uniform ``alpha = r`` and ``gamma_m``, ``theta_l`` receive
+~1e-8 of gradient. The reading used here keeps the paper's pieces (evidence ``||h_sh||``, a
+learnable scale per modality, a learnable threshold per level, the capped-simplex projection
+with budget ``B_l``) but compares each token's evidence with the other tokens of its own
+sample: ``z_t = (e_t - mean(e)) / std(e)`` over the sample's valid tokens, and
+
+    ``alpha~_t = sigmoid(gamma_m (z_t - theta_l))``,   ``alpha = Proj_{Delta(B_l)}(alpha~)``.
+
+``gamma_m = softplus(.)`` starts at ``budget_scale`` (4: scores spread over (0, 1)) and
+``theta_l`` at ``Phi^-1(1 - r)``, the standard-normal quantile above which a share r of the
+tokens lies, so that the scores alone already select about ``B_l`` tokens and the projection
+leaves tokens at 0 and at 1 rather than shifting them all. Because the sigmoid is not affine,
+``theta_l`` is not cancelled by the projection's shift invariance: it moves tokens in and out
+of saturation. ``B_l = rho_l * n_valid`` with ``rho_l = sigmoid(beta_l)`` the learnable
+participation rate of level l, initialised to the configured rate r; ``learn_budget=False``
+freezes ``rho_l = r`` (the budget sweep), and the ``dense-budget`` ablation sets ``alpha = 1``.
 
 *Exchange.* ``h~_{t,sh}^(m) = alpha_t^(m) Attn(Q_t^(m), K^(-m), V^(-m))``: modality m's shared
 tokens query the concatenated shared tokens of the other (present) modalities at the same
@@ -32,7 +42,6 @@ external evidence each token absorbs". Private coordinates never enter this comp
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -93,33 +102,36 @@ class LevelBases(nn.Module):
 
 
 class TokenBudget(nn.Module):
-    """Scores from shared evidence, projected onto the capped simplex of budget ``B_l``."""
+    """Scores from standardised shared evidence, projected onto the capped simplex of ``B_l``."""
 
     def __init__(
-        self, shared_dim: int, modalities: list[str], participation: float, learn: bool
+        self, modalities: list[str], participation: float, learn: bool, scale: float
     ) -> None:
         super().__init__()
-        self.shared_dim = shared_dim
-        rate = torch.logit(torch.tensor(min(max(participation, 1e-4), 1 - 1e-4)))
+        rate = min(max(participation, 1e-4), 1 - 1e-4)
+        logit = torch.logit(torch.tensor(rate))
         if learn:
-            self.rate_logit = nn.Parameter(rate)  # beta_l
+            self.rate_logit = nn.Parameter(logit)  # beta_l
         else:
-            self.register_buffer("rate_logit", rate)
-        self.threshold = nn.Parameter(torch.tensor(1.0))  # theta_l
-        softplus_inverse_of_one = math.log(math.e - 1)
-        self.scale = nn.ParameterDict(
-            {m: nn.Parameter(torch.tensor(softplus_inverse_of_one)) for m in modalities}  # gamma_m
-        )
+            self.register_buffer("rate_logit", logit)
+        quantile = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - rate))
+        self.threshold = nn.Parameter(quantile)  # theta_l
+        raw_scale = torch.tensor(scale).expm1().log()  # softplus^-1
+        self.scale = nn.ParameterDict({m: nn.Parameter(raw_scale.clone()) for m in modalities})
 
     @property
     def participation(self) -> Tensor:
         return torch.sigmoid(self.rate_logit)
 
     def forward(self, shared: Tensor, mask: Tensor, name: str) -> Tensor:
-        evidence = shared.norm(dim=-1) / math.sqrt(self.shared_dim)  # e_t
-        scores = torch.sigmoid(
-            nn.functional.softplus(self.scale[name]) * (evidence - self.threshold)
-        )
+        keep = mask.to(shared.dtype)
+        count = keep.sum(1, keepdim=True).clamp(min=1)
+        evidence = shared.norm(dim=-1)  # e_t
+        mean = (evidence * keep).sum(1, keepdim=True) / count
+        var = ((evidence - mean).pow(2) * keep).sum(1, keepdim=True) / count
+        standard = (evidence - mean) / (var + 1e-6).sqrt()  # z_t
+        gamma = nn.functional.softplus(self.scale[name])
+        scores = torch.sigmoid(gamma * (standard - self.threshold))
         budget = self.participation * mask.sum(1).to(scores.dtype)  # B_l per sample
         return capped_simplex_projection(scores, budget, mask)
 
@@ -138,13 +150,14 @@ class IntraCED(nn.Module):
         learn_budget: bool,
         dense_budget: bool,
         dropout: float,
+        budget_scale: float = 4.0,
     ) -> None:
         super().__init__()
         self.bases = LevelBases(d, shared_dim, private_dim, modalities)
         self.budget = (
             None
             if dense_budget
-            else TokenBudget(shared_dim, modalities, participation, learn_budget)
+            else TokenBudget(modalities, participation, learn_budget, budget_scale)
         )
         self.exchange = CrossAttention(shared_dim, heads, dropout)
         self.dropout = nn.Dropout(dropout)

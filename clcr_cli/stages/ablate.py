@@ -5,7 +5,8 @@ Params:   :class:`~clcr_cli.config.AblateConfig` plus the base train options.
 Outputs:  ``<workdir>/ablate/<task>-<key>/``
             runs.csv       one row per run: label, seed, every metric, its train folder
             ablation.csv   per label: mean and std of every metric over seeds, and the
-                           difference of the main metric to ``full``
+                           paired per-seed difference of the main metric to ``full`` with
+                           its 95 % t-interval (the seeds of a label pair with full's)
             ablation.md    the same as a Markdown table in the paper's layout
 Cache:    the table is reused when complete; each run inside is cached by train/eval.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,19 @@ from rich.console import Console
 from clcr_cli.cache import StageDir, StageKey
 from clcr_cli.config import AblateConfig, EvalConfig, ExtractConfig, TrainConfig
 from clcr_cli.errors import ConfigError
-from clcr_cli.metrics import METRIC_NAMES, mean_std, metric_label, primary_metric
+from clcr_cli.metrics import (
+    METRIC_NAMES,
+    mean_std,
+    metric_label,
+    paired_difference,
+    primary_metric,
+)
 from clcr_cli.model import BASELINES, VARIANTS
 from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.evaluate import run_eval
 from clcr_cli.stages.train import run_train
 
-ABLATE_VERSION = 1
+ABLATE_VERSION = 2  # 2: paired differences with intervals
 
 
 def planned_runs(base: TrainConfig, cfg: AblateConfig) -> list[tuple[str, TrainConfig]]:
@@ -43,7 +51,10 @@ def planned_runs(base: TrainConfig, cfg: AblateConfig) -> list[tuple[str, TrainC
     if "full" not in variants:
         variants.insert(0, "full")
     plans: list[tuple[str, dict[str, Any]]] = [(v, {"model": "clcr", "variant": v}) for v in variants]
-    plans += [(f"budget r={r:g}", {"model": "clcr", "variant": "full", "participation": r}) for r in cfg.budget_sweep]
+    plans += [
+        (f"budget r={r:g}", {"model": "clcr", "variant": "full", "participation": r, "learn_budget": False})
+        for r in cfg.budget_sweep
+    ]
     plans += [(b, {"model": b, "variant": "full"}) for b in cfg.baselines]
     return [
         (label, dataclasses.replace(base, seed=seed, **changes))
@@ -53,14 +64,30 @@ def planned_runs(base: TrainConfig, cfg: AblateConfig) -> list[tuple[str, TrainC
 
 
 def _markdown(rows: list[dict[str, Any]], names: list[str], primary: str) -> str:
-    head = ["Variant", *(metric_label(n) for n in names), f"Δ {metric_label(primary)} vs full"]
+    head = [
+        "Variant",
+        *(metric_label(n) for n in names),
+        f"Δ {metric_label(primary)} vs full (paired, 95 % CI)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["label"]]
         cells += [f"{r[n + '_mean']:.4f} ± {r[n + '_std']:.4f}" for n in names]
-        cells.append(f"{r['delta']:+.4f}")
+        interval = "" if math.isnan(r["delta_low"]) else f" [{r['delta_low']:+.4f}, {r['delta_high']:+.4f}]"
+        cells.append(f"{r['delta']:+.4f}{interval}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paired_with_full(
+    results: list[tuple[str, int, Path, dict[str, Any]]], label: str, metric: str
+) -> tuple[float, float, float]:
+    """Paired difference of ``metric`` between ``label`` and ``full`` over their common seeds."""
+    scores = {(lab, seed): m["metrics"][metric] for lab, seed, _, m in results}
+    seeds = [seed for lab, seed, _, _ in results if lab == label and ("full", seed) in scores]
+    return paired_difference(
+        [scores[(label, s)] for s in seeds], [scores[("full", s)] for s in seeds]
+    )
 
 
 def run_ablate(
@@ -110,7 +137,9 @@ def run_ablate(
             row: dict[str, Any] = {"label": label}
             for n in names:
                 row[n + "_mean"], row[n + "_std"] = summary[label][n]
-            row["delta"] = row[primary + "_mean"] - summary["full"][primary][0]
+            row["delta"], row["delta_low"], row["delta_high"] = paired_with_full(
+                results, label, primary
+            )
             rows.append(row)
         with open(stage.path / "ablation.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
