@@ -125,12 +125,13 @@ def step_seconds(model, batch, repeats: int = STEP_REPEATS) -> float:
 
 
 def run(n_samples: int, workdir: Path, size: str = "small", epochs: int = EPOCHS) -> Result:
+    from clcr_cli.stages.overhead import measure_overhead
+
     from clcr_cli.config import extract_config, load_toml, train_config
     from clcr_cli.model import build_model, estimate_flops
     from clcr_cli.runtime import resolve_device
     from clcr_cli.stages.data import FeatureStats, batches, load_split, standardise
     from clcr_cli.stages.extract import run_extract
-    from clcr_cli.stages.overhead import measure_overhead
     from clcr_cli.stages.train import model_config
     from clcr_cli.store import FeatureStore
 

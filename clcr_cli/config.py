@@ -136,7 +136,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     optimizer: str = "sgd"  # sgd | adamw
     scheduler: str = "none"  # none | cosine | warmup-cosine
-    warmup_epochs: int = 0  # warmup-cosine: linear warmup over this many epochs, then cosine
+    warmup_epochs: int = 0  # warmup-cosine: linear warmup (at most epochs - 1), then cosine
     grad_clip: float = 0.0  # 0: off
     patience: int = 0  # early stopping after this many epochs without improvement; 0: off
     d: int = 128
@@ -193,8 +193,8 @@ def train_config(toml: Mapping[str, Any], cli: Mapping[str, Any], source: str = 
             raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError("--epochs and --batch-size must be at least 1")
-    if not 0 <= cfg.warmup_epochs < cfg.epochs:
-        raise ConfigError(f"warmup_epochs must lie in [0, epochs={cfg.epochs}), got {cfg.warmup_epochs}")
+    if cfg.warmup_epochs < 0:
+        raise ConfigError(f"warmup_epochs must be >= 0, got {cfg.warmup_epochs}")
     return cfg
 
 
@@ -262,6 +262,12 @@ def non_default_options(stage: str, params: Mapping[str, Any]) -> dict[str, Any]
     elif stage in STAGE_DEFAULTS:
         made = STAGE_DEFAULTS[stage]()
         defaults = made if isinstance(made, dict) else dataclasses.asdict(made)
+        task = params.get("task") or params.get("base", {}).get("task")
+        recipe = train_defaults(task) if task else {}
+        if stage == "train":
+            defaults.update(recipe)
+        elif "base" in defaults:
+            defaults["base"].update(recipe)
     else:
         defaults = {}
     flat, base = _flatten(params), _flatten(defaults)

@@ -1,23 +1,75 @@
-"""From the feature store to model batches: splits held in memory, normalised, batched.
+"""From the feature store to model batches: a split held in memory, or streamed from HDF5.
 
-A split is read from HDF5 once, in index order (contiguous chunk reads), and kept as
-tensors; batches are slices of those tensors, so the training loop opens no file.
-Sequence features are standardised with statistics of the training split's valid steps
-(:class:`FeatureStats`); BERT levels go in as they are (the encoder's LayerNorm follows);
-frames stay uint8 until the model divides them by 255.
+A split is a set of store rows (train, valid or test), in store order. It reaches the
+model in one of two ways, chosen by its size (``TrainConfig.stream_above_mb``, see
+:func:`split_megabytes`):
+
+- :class:`SplitData`: read from HDF5 once, in index order (contiguous chunk reads), and
+  kept as tensors; batches are slices of those tensors, so the training loop opens no file;
+- :class:`StoreSplit`: only the row numbers are held; each batch is read from the store
+  when it is needed, through a ``torch.utils.data.DataLoader`` (``workers`` processes,
+  each with its own handle on the file, prefetching; pinned memory on CUDA), so memory
+  does not grow with the split.
+
+Both walk the same batches in the same order (:func:`batch_indices`) and standardise the
+same way, so a model trained on either is the same to the last bit. Sequence features are
+standardised with statistics of the training split's valid steps (:class:`FeatureStats`,
+accumulated over chunks of samples); BERT levels go in as they are (the encoder's LayerNorm
+follows); frames stay uint8 until the model divides them by 255.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from clcr_cli.model.batch import Batch, ModalitySpec
 from clcr_cli.store import KIND_TIME_AXIS, FeatureStore
+
+STATS_CHUNK = 256  # samples per chunk when accumulating FeatureStats
+PREFETCH = 2  # batches each loader worker reads ahead
+MIB = 1024 * 1024
+
+Rows = tuple[dict[str, Tensor], dict[str, Tensor], Tensor]  # inputs, lengths, target
+
+
+def step_mask(lengths: Tensor, steps: int) -> Tensor:
+    """(N, steps) bool: True on valid steps."""
+    return torch.arange(steps)[None, :] < lengths[:, None]
+
+
+def _standardised(
+    inputs: dict[str, Tensor], lengths: dict[str, Tensor], stats: FeatureStats, kinds: dict[str, str]
+) -> dict[str, Tensor]:
+    """Sequence inputs standardised with training statistics; padded steps stay zero.
+
+    Element-wise: a batch standardised on its own equals the same rows of a standardised split.
+    """
+    out = dict(inputs)
+    for m, x in inputs.items():
+        if kinds[m] == "sequence":
+            mask = step_mask(lengths[m], x.shape[1])[..., None]
+            out[m] = ((x - stats.mean[m]) / stats.std[m]) * mask
+    return out
+
+
+def _read_rows(store: FeatureStore, modality: str, rows: np.ndarray) -> tuple[Tensor, Tensor]:
+    """(data, int64 lengths) of the store ``rows`` (increasing), as tensors."""
+    data, length = store.read(modality, rows)
+    return torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(length.astype("int64"))
+
+
+def _target(store: FeatureStore, rows: np.ndarray) -> Tensor:
+    dtype = torch.long if store.target == "classification" else torch.float32
+    return torch.as_tensor(store.labels[rows], dtype=dtype)
 
 
 @dataclass
@@ -32,18 +84,89 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, index: Tensor) -> SplitData:
-        return SplitData(
-            ids=[self.ids[i] for i in index.tolist()],
-            inputs={m: x[index] for m, x in self.inputs.items()},
-            lengths={m: n[index] for m, n in self.lengths.items()},
-            target=self.target[index],
+    def modalities(self) -> list[str]:
+        return list(self.inputs)
+
+    def chunks(self, modality: str, size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """(data, lengths) of ``modality`` for consecutive runs of ``size`` samples."""
+        x, n = self.inputs[modality], self.lengths[modality]
+        for start in range(0, len(self), size):
+            yield x[start : start + size], n[start : start + size]
+
+    def rows(self, positions: Tensor) -> Rows:
+        """The samples at ``positions`` (in that order)."""
+        return (
+            {m: x[positions] for m, x in self.inputs.items()},
+            {m: n[positions] for m, n in self.lengths.items()},
+            self.target[positions],
         )
 
 
-def step_mask(lengths: Tensor, steps: int) -> Tensor:
-    """(N, steps) bool: True on valid steps."""
-    return torch.arange(steps)[None, :] < lengths[:, None]
+class StoreSplit(Dataset):
+    """One split of a store, streamed: a batch of samples is read from HDF5 when asked for.
+
+    A ``Dataset`` whose ``__getitems__`` reads a whole batch (one sorted selection per
+    modality, then put back in the asked order), so a ``DataLoader`` with a batch sampler
+    fetches batches, in worker processes when asked. Each process opens the store once;
+    the handle is not pickled.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        index: np.ndarray,
+        stats: FeatureStats | None = None,
+        kinds: dict[str, str] | None = None,
+    ) -> None:
+        """The store rows ``index`` (increasing); with ``stats`` (and the modalities'
+        ``kinds``), sequence inputs are standardised as they are read."""
+        self.path = Path(store.path)
+        self.index = np.asarray(index)
+        self.ids = [str(i) for i in store.ids[self.index]]
+        self.target = _target(store, self.index)
+        self.stats = stats
+        self.kinds = kinds or {m: info.kind for m, info in store.modalities.items()}
+        self._store: FeatureStore | None = store
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_store": None}
+
+    def modalities(self) -> list[str]:
+        return list(self.kinds)
+
+    def store(self) -> FeatureStore:
+        """This process's handle on the store (a forked worker opens its own)."""
+        if self._store is None or self._pid != os.getpid():
+            self._store, self._pid = FeatureStore(self.path), os.getpid()
+        return self._store
+
+    def chunks(self, modality: str, size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """(raw data, lengths) of ``modality`` for consecutive runs of ``size`` samples, read
+        one run at a time."""
+        for start in range(0, len(self), size):
+            yield _read_rows(self.store(), modality, self.index[start : start + size])
+
+    def __getitems__(self, positions: list[int]) -> Rows:
+        """The samples at ``positions`` (in that order), standardised when stats are set."""
+        pos = torch.as_tensor(positions, dtype=torch.long)
+        ascending = pos.argsort()
+        back = ascending.argsort()  # from store order back to the asked order
+        rows = self.index[pos[ascending].numpy()]
+        inputs, lengths = {}, {}
+        for m in self.kinds:
+            x, n = _read_rows(self.store(), m, rows)
+            inputs[m], lengths[m] = x[back], n[back]
+        if self.stats is not None:
+            inputs = _standardised(inputs, lengths, self.stats, self.kinds)
+        return inputs, lengths, self.target[pos]
+
+
+Split = SplitData | StoreSplit
+S = TypeVar("S", SplitData, StoreSplit)
 
 
 @dataclass
@@ -58,15 +181,15 @@ class FeatureStats:
     std: dict[str, Tensor]
 
     @classmethod
-    def of(cls, split: SplitData, kinds: dict[str, str], chunk: int = 256) -> FeatureStats:
-        """Accumulated in float64 over chunks of samples, so memory stays bounded."""
+    def of(cls, split: Split, kinds: dict[str, str], chunk: int = STATS_CHUNK) -> FeatureStats:
+        """Accumulated in float64 over chunks of ``chunk`` samples of the raw (not yet
+        standardised) ``split``, so memory stays bounded: a :class:`StoreSplit` is read one
+        chunk at a time. Both kinds of split give the same chunks, hence the same bits."""
         mean, std = {}, {}
-        for m, x in split.inputs.items():
-            steps = x.shape[1 + KIND_TIME_AXIS[kinds[m]]]
+        for m in split.modalities():
             total = sq = count = 0
-            for start in range(0, len(x), chunk):
-                xs = x[start : start + chunk]
-                mask = step_mask(split.lengths[m][start : start + chunk], steps)
+            for xs, lengths in split.chunks(m, chunk):
+                mask = step_mask(lengths, xs.shape[1 + KIND_TIME_AXIS[kinds[m]]])
                 if kinds[m] == "levels":  # (n, K, T, D) -> per level and dim
                     v = xs.permute(0, 2, 1, 3)[mask]
                 elif kinds[m] == "sequence":  # (n, T, F) -> per feature
@@ -91,37 +214,54 @@ class FeatureStats:
         )
 
 
+def load_rows(store: FeatureStore, index: np.ndarray, modalities: list[str] | None = None) -> SplitData:
+    """Read the store rows ``index`` (increasing) into memory (raw values: no normalisation)."""
+    inputs, lengths = {}, {}
+    for m in modalities or list(store.modalities):
+        inputs[m], lengths[m] = _read_rows(store, m, index)
+    return SplitData([str(i) for i in store.ids[index]], inputs, lengths, _target(store, index))
+
+
 def load_split(store: FeatureStore, split: str, modalities: list[str] | None = None) -> SplitData:
     """Read ``split`` of ``store`` into memory (raw values: no normalisation yet)."""
-    index = store.split_indices(split)
-    names = modalities or list(store.modalities)
-    inputs, lengths = {}, {}
-    for m in names:
-        data, length = store.read(m, index)
-        inputs[m] = torch.from_numpy(np.ascontiguousarray(data))
-        lengths[m] = torch.from_numpy(length.astype("int64"))
-    dtype = torch.long if store.target == "classification" else torch.float32
-    target = torch.as_tensor(store.labels[index], dtype=dtype)
-    return SplitData([str(i) for i in store.ids[index]], inputs, lengths, target)
+    return load_rows(store, store.split_indices(split), modalities)
 
 
-def standardise(split: SplitData, stats: FeatureStats, kinds: dict[str, str]) -> SplitData:
-    """Standardise sequence inputs with training statistics; padded steps stay zero."""
-    inputs = dict(split.inputs)
-    for m, x in split.inputs.items():
-        if kinds[m] != "sequence":
-            continue
-        mask = step_mask(split.lengths[m], x.shape[1])[..., None]
-        inputs[m] = ((x - stats.mean[m]) / stats.std[m]) * mask
+def split_megabytes(store: FeatureStore, index: np.ndarray) -> float:
+    """What the store rows ``index`` take in memory (padded, decompressed), in MiB."""
+    row_bytes = sum(
+        int(np.prod(info.shape, dtype=np.int64)) * np.dtype(info.dtype).itemsize
+        for info in store.modalities.values()
+    )
+    return len(index) * row_bytes / MIB
+
+
+def open_split(store: FeatureStore, index: np.ndarray, stream_above_mb: float) -> Split:
+    """The store rows ``index``: streamed when they take more than ``stream_above_mb`` MiB
+    in memory, otherwise read into memory. Raw values (see :func:`standardise`)."""
+    if split_megabytes(store, index) > stream_above_mb:
+        return StoreSplit(store, index)
+    return load_rows(store, index)
+
+
+def standardise(split: S, stats: FeatureStats, kinds: dict[str, str]) -> S:
+    """Standardise sequence inputs with training statistics; padded steps stay zero.
+
+    In memory, at once; streamed, each batch as it is read (the same values).
+    """
+    if isinstance(split, StoreSplit):
+        return StoreSplit(split.store(), split.index, stats, kinds)
+    inputs = _standardised(split.inputs, split.lengths, stats, kinds)
     return SplitData(split.ids, inputs, split.lengths, split.target)
 
 
-def carve_valid(train: SplitData, fraction: float, seed: int) -> tuple[SplitData, SplitData]:
-    """A deterministic (seeded) valid split carved from train, for stores without one."""
+def carve_valid(index: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic (seeded) valid split carved from the train rows ``index``, for stores
+    without one: (train rows, valid rows), each increasing."""
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train), generator=g)
-    n_valid = max(1, round(fraction * len(train)))
-    return train.subset(order[n_valid:].sort().values), train.subset(order[:n_valid].sort().values)
+    order = torch.randperm(len(index), generator=g)
+    n_valid = max(1, round(fraction * len(index)))
+    return index[order[n_valid:].sort().values.numpy()], index[order[:n_valid].sort().values.numpy()]
 
 
 def modality_specs(store: FeatureStore) -> tuple[ModalitySpec, ...]:
@@ -129,30 +269,59 @@ def modality_specs(store: FeatureStore) -> tuple[ModalitySpec, ...]:
     specs = []
     for m, info in store.modalities.items():
         k = info.shape[0] if info.kind == "levels" else 1
-        specs.append(ModalitySpec(m, info.kind, info.dim, k))  # type: ignore[arg-type]
+        steps = info.shape[KIND_TIME_AXIS[info.kind]]
+        specs.append(ModalitySpec(m, info.kind, info.dim, k, steps))  # type: ignore[arg-type]
     return tuple(specs)
 
 
+def batch_indices(n: int, batch_size: int, generator: torch.Generator | None = None) -> list[Tensor]:
+    """An epoch's batches of positions: a permutation drawn from ``generator`` (or 0..n-1
+    without one), cut into runs of ``batch_size``. Both kinds of split follow it."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    return list(order.split(batch_size)) if n else []
+
+
+def _as_is(rows: Rows) -> Rows:
+    """The loader's collate function: ``StoreSplit.__getitems__`` already returns a batch."""
+    return rows
+
+
 def batches(
-    split: SplitData,
+    split: Split,
     batch_size: int,
     generator: torch.Generator | None = None,
     present: dict[str, bool] | None = None,
+    workers: int = 0,
+    pin_memory: bool = False,
 ) -> Iterator[Batch]:
     """Mini-batches in a random order (with ``generator``) or in order (without).
 
-    ``present`` marks modalities as missing for every sample (``eval --missing``).
+    ``present`` marks modalities as missing for every sample (``eval --missing``). A
+    streamed split is read by a ``DataLoader`` with ``workers`` processes (0: in this
+    one) and, with ``pin_memory``, into pinned memory; it has a generator of its own, so
+    it leaves torch's global RNG (dropout's) as it found it.
     """
-    n = len(split)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        b = len(idx)
+    order = batch_indices(len(split), batch_size, generator)
+    if isinstance(split, StoreSplit):
+        parts: Iterator[Rows] = iter(
+            DataLoader(
+                split,
+                batch_sampler=[idx.tolist() for idx in order],
+                collate_fn=_as_is,
+                num_workers=workers,
+                pin_memory=pin_memory,
+                prefetch_factor=PREFETCH if workers else None,
+                generator=torch.Generator(),
+            )
+        )
+    else:
+        parts = (split.rows(idx) for idx in order)
+    for inputs, lengths, target in parts:
         yield Batch(
-            inputs={m: x[idx] for m, x in split.inputs.items()},
-            lengths={m: v[idx] for m, v in split.lengths.items()},
-            target=split.target[idx],
+            inputs=inputs,
+            lengths=lengths,
+            target=target,
             present=None
             if present is None
-            else {m: torch.full((b,), present.get(m, True)) for m in split.inputs},
+            else {m: torch.full((len(target),), present.get(m, True)) for m in inputs},
         )

@@ -20,7 +20,7 @@ from clcr_cli.errors import DataError
 from clcr_cli.metrics import classification_metrics, regression_metrics
 from clcr_cli.model import ModelConfig, build_model
 from clcr_cli.model.batch import Batch
-from clcr_cli.stages.data import FeatureStats, SplitData, batches
+from clcr_cli.stages.data import FeatureStats, Split, batches
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -46,40 +46,50 @@ class Predictions:
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    split: SplitData,
+    split: Split,
     batch_size: int,
     device: str,
     present: dict[str, bool] | None = None,
     transform: Callable[[Batch], Batch] | None = None,
+    workers: int = 0,
 ) -> Predictions:
-    """Evaluate ``model`` on ``split`` in order; ``transform`` may perturb each batch (noise)."""
+    """Evaluate ``model`` on ``split`` in order; ``transform`` may perturb each batch (noise).
+
+    ``split`` is held in memory or streamed from the store (then read by ``workers`` loader
+    processes). Outputs and losses stay on ``device`` until the end: one transfer, not one
+    per batch.
+    """
     model.eval()
-    outputs, losses, counts = [], [], []
-    terms: dict[str, float] = {}
-    level_w, modality_w = [], []
-    for batch in batches(split, batch_size, present=present):
+    outputs, level_w, modality_w = [], [], []
+    sums: dict[str, Tensor] = {}
+    n = 0
+    stream = batches(
+        split, batch_size, present=present, workers=workers, pin_memory=device.startswith("cuda")
+    )
+    for batch in stream:
         if transform is not None:
             batch = transform(batch)
         out = model(batch.to(device))
         b = len(batch.target)
-        outputs.append(out.logits.float().cpu())
-        losses.append(float(out.loss) * b)
-        counts.append(b)
-        for name, value in out.terms.items():
-            terms[name] = terms.get(name, 0.0) + float(value) * b
+        n += b
+        outputs.append(out.logits.float())
+        for name, value in {"loss": out.loss, **out.terms}.items():
+            weighted = value.double() * b
+            sums[name] = sums[name] + weighted if name in sums else weighted
         if out.level_weights is not None:
-            level_w.append(out.level_weights.float().cpu())
+            level_w.append(out.level_weights.float())
         if out.modality_weights is not None:
-            modality_w.append(out.modality_weights.float().cpu())
-    n = sum(counts)
+            modality_w.append(out.modality_weights.float())
+    means = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist(), strict=True))
+    loss = means.pop("loss")
     return Predictions(
         ids=split.ids,
         target=split.target.numpy(),
-        output=torch.cat(outputs).numpy(),
-        loss=sum(losses) / n,
-        terms={k: v / n for k, v in terms.items()},
-        level_weights=torch.cat(level_w).mean(0).numpy() if level_w else None,
-        modality_weights=torch.cat(modality_w).mean(0).numpy() if modality_w else None,
+        output=torch.cat(outputs).cpu().numpy(),
+        loss=loss,
+        terms=means,
+        level_weights=torch.cat(level_w).mean(0).cpu().numpy() if level_w else None,
+        modality_weights=torch.cat(modality_w).mean(0).cpu().numpy() if modality_w else None,
     )
 
 

@@ -1,6 +1,7 @@
 """Stage ``report``: every result in the workspace on one page (Markdown and HTML).
 
-Inputs:   the complete eval, ablate and noise outputs and train histories under ``workdir``.
+Inputs:   the complete eval, ablate and noise outputs, train histories and mechanism
+          diagnostics (``diagnostics.json``) under ``workdir``.
 Outputs:  ``<workdir>/report/``
             report.md, report.html   the same sections, tables and figures
             *.png                    training curves per run, InterCAD level and modality
@@ -83,9 +84,47 @@ def weights_section(results: list[dict], out: Path) -> Section:
     return section
 
 
+def _share(stats: dict, key: str) -> str:
+    return f"{stats[key]:.3f}" if key in stats else "-"
+
+
+def mechanisms_section(workdir: Path) -> Section:
+    """What each trained CLCR's budget and InterCAD did on its valid split (diagnostics.json)."""
+    section = Section(
+        "Mechanisms: token budget and InterCAD weights",
+        "Per trained run and level, on its valid split: the budget weights alpha over valid tokens "
+        "(mean, share below 0.05 and above 0.95), the learned participation rate rho_l and "
+        "threshold theta_l, and InterCAD's mean level weight w_l. A budget that selects has "
+        "tokens near 0 and near 1; an inert one sits at alpha ~ r.",
+    )
+    header = ["run", "model/variant", "level", "alpha mean", "alpha < 0.05", "alpha > 0.95",
+              "rho_l", "theta_l", "w_l"]
+    body = []
+    for d in _complete("train/*/manifest.json", workdir):
+        path = d / "diagnostics.json"
+        if not path.is_file():
+            continue
+        diag = json.loads(path.read_text())
+        meta = json.loads((d / "model.json").read_text())["model_config"]
+        weights = diag.get("level_weights", [])
+        for i, level in enumerate(diag["levels"]):
+            alpha = level.get("alpha", {})
+            body.append([
+                d.name, f"{meta['model']}/{meta['variant']}", str(level["level"]),
+                _share(alpha, "mean"), _share(alpha, "below_0.05"), _share(alpha, "above_0.95"),
+                _share(level, "participation"), _share(level, "threshold"),
+                f"{weights[i]:.3f}" if i < len(weights) else "-",
+            ])
+    if body:
+        section.tables.append((header, body))
+    else:
+        section.text = "No trained CLCR run with diagnostics in this workspace."
+    return section
+
+
 def report_sections(workdir: Path, out: Path) -> list[Section]:
     evaluation, results = evaluation_section(workdir)
-    sections = [evaluation, weights_section(results, out)]
+    sections = [evaluation, weights_section(results, out), mechanisms_section(workdir)]
     for d in _complete("ablate/*/manifest.json", workdir):
         sections.append(Section(f"Ablation: {d.name}", f"From `{d}`.", [_read_csv_table(d / "ablation.csv")]))
     for d in _complete("noise/*/manifest.json", workdir):

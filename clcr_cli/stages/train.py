@@ -1,20 +1,23 @@
 """Stage ``train``: fit CLCR (or a variant, or a baseline) on the cached features.
 
 Inputs:   the extract stage's ``features.h5`` for the task (extracted first if missing).
-Params:   :class:`~clcr_cli.config.TrainConfig` (one output per seed).
+Params:   :class:`~clcr_cli.config.TrainConfig` (one output per seed); ``compile``,
+          ``stream_above_mb`` and ``loader_workers`` say how to run, not what to compute,
+          and are left out of the key.
 Outputs:  ``<workdir>/train/<task>-<key>/``
             model.safetensors  the weights of the best validation epoch
             model.json         model and train config, feature statistics, best epoch/score
             history.csv        per epoch: train/valid loss, each loss term, the main metric,
-                               seconds and samples/s
-            timing.json        mean epoch time, samples/s, and the share of step time spent
-                               in the Stiefel (orthogonal) parameterisation and the whitening
-                               regulariser
-            last.pt            the resumable checkpoint (model, optimiser, scheduler, RNG
-                               states, epoch, best score), a state dict read back with
+                               the learning rate, seconds and samples/s
+            timing.json        epochs run, mean epoch seconds and mean samples/s (what the
+                               run times itself; ``bench/`` measures where a step's time goes)
+            last.pt            the resumable checkpoint (model, optimiser, scheduler, epoch,
+                               best score, history), a state dict read back with
                                ``torch.load(weights_only=True)``
 Cache:    a complete output is reused; a killed run resumes from ``last.pt`` and ends with
           the same weights and metrics as an uninterrupted run (bit-identical on CPU).
+Data:     a split larger than ``stream_above_mb`` is streamed from the store in batches
+          (``stages.data.StoreSplit``), otherwise held in memory; the batches are the same.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from rich.console import Console
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from clcr_cli.cache import StageDir, StageKey
@@ -40,22 +45,29 @@ from clcr_cli.distributed import Dist, all_sum, barrier, setup, shard
 from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.metrics import primary_metric
 from clcr_cli.model import ModelConfig, build_model, count_parameters
+from clcr_cli.model.batch import Batch, ModelOutput
 from clcr_cli.progress import progress_bar
 from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.data import (
     FeatureStats,
+    StoreSplit,
     batches,
     carve_valid,
-    load_split,
     modality_specs,
+    open_split,
     standardise,
 )
 from clcr_cli.stages.extract import resolve_store
 from clcr_cli.stages.inference import compute_metrics, predict, save_trained
-from clcr_cli.stages.overhead import measure_overhead
 from clcr_cli.store import FeatureStore
 
-TRAIN_VERSION = 1
+T = TypeVar("T")
+
+# 2: warmup-cosine is a schedule (version 1 trained it at a constant lr); history has lr
+TRAIN_VERSION = 2
+# options that change how a run computes, not what: not part of the cache key
+RUN_ONLY_OPTIONS = ("compile", "stream_above_mb", "loader_workers")
+WARMUP_START = 0.1  # warmup-cosine starts at lr * WARMUP_START
 CHECKPOINT = "last.pt"
 HISTORY = "history.csv"
 
@@ -79,7 +91,9 @@ def model_config(cfg: TrainConfig, store: FeatureStore) -> ModelConfig:
 
 
 def train_key(cfg: TrainConfig, extract_digest: str) -> StageKey:
-    return StageKey("train", TRAIN_VERSION, cfg.task, dataclasses.asdict(cfg), {"extract": extract_digest})
+    """The cache key: every option but :data:`RUN_ONLY_OPTIONS`, and the extraction's key."""
+    params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_ONLY_OPTIONS}
+    return StageKey("train", TRAIN_VERSION, cfg.task, params, {"extract": extract_digest})
 
 
 def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -87,6 +101,53 @@ def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimize
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def warmup_cosine(epoch: int, warmup: int, epochs: int) -> float:
+    """The lr factor of ``epoch`` (0-based): linear from :data:`WARMUP_START` to 1 over
+    ``warmup`` epochs (at most ``epochs - 1``, so a short run still decays), then a half
+    cosine from 1 down to 0 at ``epochs``."""
+    warmup = min(warmup, epochs - 1)
+    if epoch < warmup:
+        return WARMUP_START + (1 - WARMUP_START) * epoch / warmup
+    return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / (epochs - warmup)))
+
+
+def lr_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-epoch schedule of ``cfg.scheduler`` (None for ``none``); its state dict goes
+    into ``last.pt``, so a resumed run continues the schedule where it stopped."""
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.scheduler == "warmup-cosine":
+        factor = partial(warmup_cosine, warmup=cfg.warmup_epochs, epochs=cfg.epochs)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
+
+
+def compiled_or_eager(
+    module: nn.Module, first_step: Callable[[nn.Module], T], console: Console
+) -> tuple[nn.Module, T]:
+    """``torch.compile(module)`` and ``first_step`` run with it: (compiled module, result).
+
+    Compiling happens at the first call (forward and backward). Where it fails -- no C
+    compiler, an operation or a Python the compiler does not support -- one line says so,
+    torch's RNG is put back as it was, and ``first_step`` runs with ``module`` itself:
+    (module, result), the same as if compiling had never been asked for.
+    """
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        compiled = torch.compile(module)
+        return compiled, first_step(compiled)
+    except Exception as exc:  # whatever the compiler raises, eager mode is the fallback
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]
+        console.print(f"torch.compile failed, training eagerly: {type(exc).__name__}: {reason}")
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        return module, first_step(module)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -140,30 +201,29 @@ def fit(
 
     Randomness: epoch e shuffles with a generator seeded by (seed, e) -- the same on every
     rank -- and draws dropout from torch's RNG seeded by (seed, e, rank), so a resumed run
-    needs no saved RNG state to replay the uninterrupted one bit for bit.
+    needs no saved RNG state to replay the uninterrupted one bit for bit. A split larger
+    than ``cfg.stream_above_mb`` is streamed from the store in the same batches, in the same
+    order, so streaming changes nothing either.
     """
     device = dist.device
     torch.manual_seed(cfg.seed)
     kinds = {m: info.kind for m, info in store.modalities.items()}
-    train = load_split(store, "train")
-    if len(train) == 0:
+    train_rows, valid_rows = store.split_indices("train"), store.split_indices("valid")
+    if len(train_rows) == 0:
         raise DataError(store.path, "the training split is empty")
-    if len(store.split_indices("valid")):
-        valid = load_split(store, "valid")
-    else:
-        train, valid = carve_valid(train, cfg.valid_fraction, cfg.seed)
-        console.print(f"no valid split in the store: carved {len(valid)} samples from train (seeded)")
-    stats = FeatureStats.of(train, kinds)
-    train, valid = standardise(train, stats, kinds), standardise(valid, stats, kinds)
+    if len(valid_rows) == 0:
+        train_rows, valid_rows = carve_valid(train_rows, cfg.valid_fraction, cfg.seed)
+        console.print(f"no valid split in the store: carved {len(valid_rows)} samples from train (seeded)")
+    train = open_split(store, train_rows, cfg.stream_above_mb)
+    stats = FeatureStats.of(train, kinds)  # from the raw split, chunk by chunk
+    train = standardise(train, stats, kinds)
+    valid = standardise(open_split(store, valid_rows, cfg.stream_above_mb), stats, kinds)
+    loading = {"workers": cfg.loader_workers, "pin_memory": device.startswith("cuda")}
 
     mcfg = model_config(cfg, store)
     model = build_model(mcfg).to(device)
     optimizer = _optimizer(cfg, model)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-        if cfg.scheduler == "cosine"
-        else None
-    )
+    scheduler = lr_scheduler(cfg, optimizer)
     metric, higher = primary_metric(store.target)
     start_epoch, best_score, best_epoch, best_state, bad_epochs = 0, None, -1, None, 0
     history: list[dict[str, Any]] = []
@@ -179,14 +239,24 @@ def fit(
         history = json.loads(ckpt["history"])
         console.print(f"resuming train {cfg.task} from epoch {start_epoch}/{cfg.epochs}")
 
-    overhead = measure_overhead(model, next(batches(train, cfg.batch_size)).to(device))
     # variants leave some parameters unused (e.g. no-intraced's bases): DDP must not wait on them
     net = DistributedDataParallel(model, find_unused_parameters=True) if dist.active else model
     autocast, scaler = mixed_precision(cfg.precision, device)
+
+    def forward_backward(module: nn.Module, batch: Batch) -> ModelOutput:
+        with autocast:
+            out_b = module(batch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(out_b.loss).backward()
+        return out_b
+
+    to_compile = cfg.compile
+    streamed = [name for name, s in (("train", train), ("valid", valid)) if isinstance(s, StoreSplit)]
     console.print(
         f"train {cfg.task}: {mcfg.model}/{mcfg.variant}, {count_parameters(model):,} parameters, "
         f"{len(train)} train / {len(valid)} valid samples on {device}"
         + (f", {dist.world} processes" if dist.active else "")
+        + (f", {' and '.join(streamed)} streamed from the store" if streamed else "")
     )
     with progress_bar(console, unit="epoch") as progress:
         task = progress.add_task(f"train {cfg.task}", total=cfg.epochs, completed=start_epoch)
@@ -197,40 +267,45 @@ def fit(
             net.train()
             torch.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
             shuffle = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+            lr = optimizer.param_groups[0]["lr"]
             t0 = time.perf_counter()
-            sums: dict[str, float] = {}
-            for global_batch in batches(train, cfg.batch_size, generator=shuffle):
+            seen = 0
+            sums: dict[str, Tensor] = {}  # sample-weighted loss terms, on the device
+            for global_batch in batches(train, cfg.batch_size, generator=shuffle, **loading):
                 batch = shard(global_batch, dist).to(device)
-                with autocast:
-                    out_b = net(batch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(out_b.loss).backward()
+                if to_compile:
+                    net, out_b = compiled_or_eager(net, partial(forward_backward, batch=batch), console)
+                    to_compile = False
+                else:
+                    out_b = forward_backward(net, batch)
                 if cfg.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
                 b = len(batch.target)
-                sums["n"] = sums.get("n", 0.0) + b
-                sums["loss"] = sums.get("loss", 0.0) + float(out_b.loss.detach()) * b
-                for name, value in out_b.terms.items():
-                    sums[name] = sums.get(name, 0.0) + float(value) * b
+                seen += b
+                for name, value in {"loss": out_b.loss, **out_b.terms}.items():
+                    weighted = value.detach().double() * b
+                    sums[name] = sums[name] + weighted if name in sums else weighted
             if scheduler is not None:
                 scheduler.step()
-            sums = all_sum(sums, dist)
-            seen = sums.pop("n")
+            # one device -> host transfer per epoch, then the sum over ranks
+            totals = dict(zip(sums, torch.stack(list(sums.values())).tolist(), strict=True))
+            totals = all_sum({"n": float(seen), **totals}, dist)
+            n = totals.pop("n")
             seconds = time.perf_counter() - t0
-            val = predict(model, valid, cfg.batch_size, device)  # identical on every rank
+            val = predict(model, valid, cfg.batch_size, device, workers=cfg.loader_workers)
             score = float(compute_metrics(val, store.target, store.num_classes)[metric])
             if _better(score, best_score, higher):
                 best_score, best_epoch, bad_epochs = score, epoch + 1, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad_epochs += 1
-            row = {"epoch": epoch + 1, "train_loss": sums["loss"] / seen}
-            row.update({f"train_{k}": v / seen for k, v in sums.items() if k != "loss"})
-            row.update({"valid_loss": val.loss, f"valid_{metric}": score})
-            row.update({"seconds": round(seconds, 4), "samples_per_s": round(seen / seconds, 2)})
+            row = {"epoch": epoch + 1, "train_loss": totals.pop("loss") / n}
+            row.update({f"train_{k}": v / n for k, v in totals.items()})
+            row.update({"valid_loss": val.loss, f"valid_{metric}": score, "lr": lr})
+            row.update({"seconds": round(seconds, 4), "samples_per_s": round(n / seconds, 2)})
             history.append(row)
             if dist.main:
                 _write_history(out / HISTORY, history)
@@ -277,7 +352,6 @@ def fit(
             "processes": dist.world,
             "mean_epoch_seconds": sum(r["seconds"] for r in history) / len(history),
             "mean_samples_per_s": sum(r["samples_per_s"] for r in history) / len(history),
-            **overhead,
         }
         (out / "timing.json").write_text(json.dumps(timing, indent=2))
     return {"best_epoch": best_epoch, f"valid_{metric}": best_score, "epochs_run": len(history)}

@@ -8,7 +8,9 @@ full training step (forward + backward) on the same batch:
 - ``whitening``: every call of the whitened cross-correlation (``losses.cross_correlation``,
   the core of L_intra, L_pr and L_sp) that one forward makes, replayed on the same inputs.
 
-Baselines without these parts get shares of 0.
+Baselines without these parts get shares of 0. Used by ``bench/training.py`` only: it times
+the model in isolation (and patches ``losses.cross_correlation`` to record its calls), which
+has no place in a training run.
 """
 
 from __future__ import annotations
