@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clcr_cli.errors import ClcrError
+from clcr_cli.model.errors import ModelConfigError
 
 app = typer.Typer(
     name="clcr",
@@ -38,10 +39,11 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks 
 
 @contextmanager
 def user_errors(verbose: bool) -> Iterator[None]:
-    """Turn a :class:`ClcrError` into one line on stderr and exit code 2 (traceback with -v)."""
+    """Turn a :class:`ClcrError` (or the model library's :class:`ModelConfigError`) into one
+    line on stderr and exit code 2 (traceback with -v)."""
     try:
         yield
-    except ClcrError as exc:
+    except (ClcrError, ModelConfigError) as exc:
         if verbose:
             traceback.print_exc()
         console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from clcr_cli.errors import ConfigError
 from clcr_cli.model.batch import ModalitySpec
+from clcr_cli.model.errors import ModelConfigError
 
 
 @dataclass
@@ -65,7 +65,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
+            raise ModelConfigError(f"unknown model config key(s): {', '.join(unknown)}")
         values = dict(data)
         try:
             values["modalities"] = tuple(
@@ -73,48 +73,48 @@ class ModelConfig:
                 for spec in data["modalities"]
             )
         except (KeyError, TypeError) as error:
-            raise ConfigError(f"model config: bad 'modalities' entry ({error})") from None
+            raise ModelConfigError(f"model config: bad 'modalities' entry ({error})") from None
         if "frame_channels" in values:
             values["frame_channels"] = tuple(values["frame_channels"])
         return cls(**values)
 
     def validate(self) -> None:
-        """Raise ConfigError, one line, for any value the model cannot be built with."""
+        """Raise ModelConfigError, one line, for any value the model cannot be built with."""
         names = self.modality_names
         if len(names) < 2:
-            raise ConfigError(f"a multimodal model needs two or more modalities, got {names}")
+            raise ModelConfigError(f"a multimodal model needs two or more modalities, got {names}")
         if len(set(names)) != len(names):
-            raise ConfigError(f"modality names must be unique, got {names}")
+            raise ModelConfigError(f"modality names must be unique, got {names}")
         if self.task not in ("classification", "regression"):
-            raise ConfigError(f"task must be 'classification' or 'regression', got {self.task!r}")
+            raise ModelConfigError(f"task must be 'classification' or 'regression', got {self.task!r}")
         if self.task == "classification" and self.num_classes < 2:
-            raise ConfigError(f"classification needs num_classes >= 2, got {self.num_classes}")
+            raise ModelConfigError(f"classification needs num_classes >= 2, got {self.num_classes}")
         if self.regression_loss not in ("l1", "mse"):
-            raise ConfigError(
+            raise ModelConfigError(
                 f"regression_loss must be 'l1' or 'mse', got {self.regression_loss!r}"
             )
         if self.whitening not in ("standardise", "full"):
-            raise ConfigError(f"whitening must be 'standardise' or 'full', got {self.whitening!r}")
+            raise ModelConfigError(f"whitening must be 'standardise' or 'full', got {self.whitening!r}")
         if self.num_levels < 1:
-            raise ConfigError(f"num_levels must be >= 1, got {self.num_levels}")
+            raise ModelConfigError(f"num_levels must be >= 1, got {self.num_levels}")
         if self.budget_scale <= 0:
-            raise ConfigError(f"budget_scale must be > 0, got {self.budget_scale}")
+            raise ModelConfigError(f"budget_scale must be > 0, got {self.budget_scale}")
         if not 0 < self.participation <= 1:
-            raise ConfigError(f"participation must lie in (0, 1], got {self.participation}")
+            raise ModelConfigError(f"participation must lie in (0, 1], got {self.participation}")
         ks, kp = self.shared_width, self.private_width
         if ks < 1 or kp < 1 or ks + kp > self.d:
-            raise ConfigError(
+            raise ModelConfigError(
                 f"need shared_dim, private_dim >= 1 and their sum <= d={self.d}, got {ks} + {kp}"
             )
         for width in (self.d, ks):
             if width % self.num_heads:
-                raise ConfigError(
+                raise ModelConfigError(
                     f"num_heads={self.num_heads} must divide d={self.d} and shared_dim={ks}"
                 )
         if self.tcn_kernel < 1 or self.tcn_kernel % 2 == 0:
-            raise ConfigError(f"tcn_kernel must be odd, got {self.tcn_kernel}")
+            raise ModelConfigError(f"tcn_kernel must be odd, got {self.tcn_kernel}")
         if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+            raise ModelConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
         for spec in self.modalities:
             if spec.kind not in ("levels", "sequence", "frames"):
-                raise ConfigError(f"modality {spec.name!r}: unknown kind {spec.kind!r}")
+                raise ModelConfigError(f"modality {spec.name!r}: unknown kind {spec.kind!r}")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from clcr_cli.errors import ConfigError
 from clcr_cli.model.baselines import BASELINES
 from clcr_cli.model.clcr import CLCR
 from clcr_cli.model.config import ModelConfig
+from clcr_cli.model.errors import ModelConfigError
 from clcr_cli.model.variants import VARIANTS
 
 
@@ -16,11 +16,11 @@ def build_model(config: ModelConfig) -> nn.Module:
     config.validate()
     if config.model == "clcr":
         if config.variant not in VARIANTS:
-            raise ConfigError(
+            raise ModelConfigError(
                 f"unknown CLCR variant {config.variant!r}; known: {', '.join(VARIANTS)}"
             )
         return CLCR(config)
     if config.model in BASELINES:
         return BASELINES[config.model](config)
     known = ", ".join(["clcr", *BASELINES])
-    raise ConfigError(f"unknown model {config.model!r}; known: {known}")
+    raise ModelConfigError(f"unknown model {config.model!r}; known: {known}")

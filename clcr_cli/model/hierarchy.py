@@ -38,9 +38,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from clcr_cli.errors import ConfigError
 from clcr_cli.model.batch import Batch, ModalitySpec
 from clcr_cli.model.config import ModelConfig
+from clcr_cli.model.errors import ModelConfigError
 
 
 def steps_mask(lengths: Tensor, steps: int) -> Tensor:
@@ -51,7 +51,7 @@ def steps_mask(lengths: Tensor, steps: int) -> Tensor:
 def select_levels(stored: int, wanted: int) -> list[int]:
     """Indices of the stored levels used as the L hierarchy levels (see module docstring)."""
     if stored < wanted:
-        raise ConfigError(
+        raise ModelConfigError(
             f"the text input holds {stored} stored hidden-state level(s) but the model needs "
             f"num_levels={wanted}: extract more text layers or lower num_levels"
         )
@@ -163,7 +163,7 @@ class LevelProjection(nn.Module):
     def forward(self, z: Tensor, mask: Tensor) -> Tensor:
         steps = z.shape[1]
         if steps > self.position.shape[0]:
-            raise ConfigError(
+            raise ModelConfigError(
                 f"an input has {steps} steps but the model's max_len is {self.position.shape[0]}: "
                 "raise max_len in the model config or shorten the sequences"
             )
@@ -203,7 +203,7 @@ class SemanticHierarchyEncoder(nn.Module):
             )
             in_dim = d
         else:
-            raise ConfigError(f"modality {spec.name!r}: unknown input kind {spec.kind!r}")
+            raise ModelConfigError(f"modality {spec.name!r}: unknown input kind {spec.kind!r}")
         self.levels = nn.ModuleList(LevelProjection(in_dim, d, max_len) for _ in range(num_levels))
         self.dropout = nn.Dropout(dropout)
 
@@ -213,7 +213,7 @@ class SemanticHierarchyEncoder(nn.Module):
         mask = steps_mask(lengths, steps)
         if kind == "levels":
             if x.dim() != 4:
-                raise ConfigError(
+                raise ModelConfigError(
                     f"modality {self.spec.name!r}: expected (B, K, T, D), got {tuple(x.shape)}"
                 )
             z = [x[:, k].float() for k in select_levels(x.shape[1], self.num_levels)]
@@ -232,7 +232,7 @@ def present_masks(batch: Batch, names: list[str]) -> dict[str, Tensor]:
     """(B,) bool per modality: ``batch.present`` or all True; unknown or missing names fail."""
     missing = [m for m in names if m not in batch.inputs or m not in batch.lengths]
     if missing:
-        raise ConfigError(f"the batch has no input or lengths for modality {missing[0]!r}")
+        raise ModelConfigError(f"the batch has no input or lengths for modality {missing[0]!r}")
     size = batch.lengths[names[0]].shape[0]
     device = batch.lengths[names[0]].device
     if batch.present is None:

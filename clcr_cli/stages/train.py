@@ -11,6 +11,10 @@ Outputs:  ``<workdir>/train/<task>-<key>/``
                                the learning rate, seconds and samples/s
             timing.json        epochs run, mean epoch seconds and mean samples/s (what the
                                run times itself; ``bench/`` measures where a step's time goes)
+            diagnostics.json   what the mechanisms of the selected model do on the valid
+                               split (``model.diagnostics``): per level the budget weights
+                               alpha (mean, share < 0.05 and > 0.95), the participation rate
+                               and threshold; InterCAD's mean level and modality weights
             last.pt            the resumable checkpoint (model, optimiser, scheduler, epoch,
                                best score, history), a state dict read back with
                                ``torch.load(weights_only=True)``
@@ -46,6 +50,7 @@ from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.metrics import primary_metric
 from clcr_cli.model import ModelConfig, build_model, count_parameters
 from clcr_cli.model.batch import Batch, ModelOutput
+from clcr_cli.model.diagnostics import mechanism_diagnostics
 from clcr_cli.progress import progress_bar
 from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.data import (
@@ -70,6 +75,7 @@ RUN_ONLY_OPTIONS = ("compile", "stream_above_mb", "loader_workers")
 WARMUP_START = 0.1  # warmup-cosine starts at lr * WARMUP_START
 CHECKPOINT = "last.pt"
 HISTORY = "history.csv"
+DIAGNOSTICS = "diagnostics.json"
 
 
 def model_config(cfg: TrainConfig, store: FeatureStore) -> ModelConfig:
@@ -83,6 +89,7 @@ def model_config(cfg: TrainConfig, store: FeatureStore) -> ModelConfig:
         num_levels=cfg.num_levels,
         num_heads=cfg.num_heads,
         participation=cfg.participation,
+        learn_budget=cfg.learn_budget,
         lambda_intra=cfg.lambda_intra,
         lambda_inter=cfg.lambda_inter,
         regression_loss=cfg.regression_loss,
@@ -347,6 +354,11 @@ def fit(
             "processes": dist.world,
         }
         save_trained(out, model, best_state, meta)
+        model.load_state_dict(best_state)
+        diagnostics = mechanism_diagnostics(
+            model, (b.to(device) for b in batches(valid, cfg.batch_size, **loading))
+        )
+        (out / DIAGNOSTICS).write_text(json.dumps(diagnostics, indent=2))
         timing = {
             "epochs_run": len(history),
             "processes": dist.world,

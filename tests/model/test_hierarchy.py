@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clcr_cli.errors import ConfigError
 from clcr_cli.model import ModalitySpec
+from clcr_cli.model.errors import ModelConfigError
 from clcr_cli.model.hierarchy import SemanticHierarchyEncoder, select_levels
 
 
@@ -15,12 +15,12 @@ def test_level_selection_is_even_and_deepest_for_one() -> None:
     assert select_levels(3, 3) == [0, 1, 2]
     assert select_levels(7, 3) == [0, 3, 6]
     assert select_levels(13, 4) == [0, 4, 8, 12]
-    with pytest.raises(ConfigError, match="extract more text layers"):
+    with pytest.raises(ModelConfigError, match="extract more text layers"):
         select_levels(2, 3)
 
 
 def test_build_fails_when_too_few_stored_levels() -> None:
-    with pytest.raises(ConfigError, match="num_levels=4"):
+    with pytest.raises(ModelConfigError, match="num_levels=4"):
         SemanticHierarchyEncoder(ModalitySpec("text", "levels", 8, 3), 16, 4, 32, 0.0)
 
 
@@ -68,5 +68,5 @@ def test_frames_accept_uint8_and_float_on_the_same_scale() -> None:
 
 def test_too_long_input_names_max_len() -> None:
     encoder = SemanticHierarchyEncoder(ModalitySpec("audio", "sequence", 6), 16, 2, 8, 0.0)
-    with pytest.raises(ConfigError, match="max_len"):
+    with pytest.raises(ModelConfigError, match="max_len"):
         encoder(torch.randn(1, 9, 6), torch.tensor([9]))

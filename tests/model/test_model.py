@@ -9,7 +9,6 @@ import pytest
 import torch
 from model_fixtures import AUDIO, TEXT, VIDEO, tiny_batch, tiny_config
 
-from clcr_cli.errors import ConfigError
 from clcr_cli.model import (
     BASELINES,
     VARIANTS,
@@ -19,6 +18,7 @@ from clcr_cli.model import (
     count_parameters,
     estimate_flops,
 )
+from clcr_cli.model.errors import ModelConfigError
 
 MODALITY_SETS = {2: (AUDIO, VIDEO), 3: (TEXT, AUDIO, VIDEO)}
 ALL_MODELS = [("clcr", v) for v in VARIANTS] + [(b, "full") for b in BASELINES]
@@ -179,9 +179,9 @@ def test_config_json_round_trip_rebuilds_the_same_model() -> None:
     ],
 )
 def test_bad_configs_raise_config_error(overrides: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ModelConfigError, match=message):
         build_model(tiny_config(**overrides))
-    with pytest.raises(ConfigError, match="unknown model config key"):
+    with pytest.raises(ModelConfigError, match="unknown model config key"):
         ModelConfig.from_dict({**asdict(tiny_config()), "colour": "red"})
 
 
