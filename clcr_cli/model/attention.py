@@ -1,4 +1,4 @@
-"""Masked multi-head cross-attention and masked pooling, shared by CLCR and the baselines."""
+"""Masked attention and pooling: CLCR's cross-modal exchange, MISA's fusion, masked means."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from clcr_cli.model.tokens import TokenLayout
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
@@ -52,3 +54,41 @@ class CrossAttention(nn.Module):
         mixed = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, tq, dim)
         has_keys = key_mask.any(1)[:, None, None].to(mixed.dtype)
         return self.out(mixed) * has_keys
+
+
+class CrossModalAttention(nn.Module):
+    """Multi-head attention of every token to the valid tokens of the *other* modalities at its
+    own level, for all L levels in one ``scaled_dot_product_attention`` call.
+
+    Each level has its own query, key, value and output maps (``qkv`` stacks the first three
+    as (L, dim, 3 dim)); the block mask of :meth:`TokenLayout.exchange_mask` keeps a modality
+    from reading itself. A query with no key (every other modality missing) receives exactly
+    zero.
+    """
+
+    def __init__(self, dim: int, heads: int, levels: int) -> None:
+        super().__init__()
+        self.heads = heads
+        bound = dim**-0.5  # nn.Linear's default initialisation, per level and map
+        self.qkv = nn.Parameter(torch.empty(levels, dim, 3 * dim).uniform_(-bound, bound))
+        self.qkv_bias = nn.Parameter(torch.empty(levels, 1, 3 * dim).uniform_(-bound, bound))
+        self.out = nn.Parameter(torch.empty(levels, dim, dim).uniform_(-bound, bound))
+        self.out_bias = nn.Parameter(torch.empty(levels, 1, dim).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor, layout: TokenLayout) -> Tensor:
+        """x (B, L, T, dim) -> (B, L, T, dim)."""
+        b, levels, steps, dim = x.shape
+        per_level = x.transpose(0, 1).reshape(levels, b * steps, dim)  # (L, B T, dim)
+        q, k, v = torch.baddbmm(self.qkv_bias, per_level, self.qkv).chunk(3, -1)
+
+        def heads(y: Tensor) -> Tensor:  # (L, B T, dim) -> (B, L heads, T, dim / heads)
+            y = y.view(levels, b, steps, self.heads, dim // self.heads).permute(1, 0, 3, 2, 4)
+            return y.reshape(b, levels * self.heads, steps, dim // self.heads)
+
+        allowed, has_keys = layout.exchange_mask()
+        mixed = nn.functional.scaled_dot_product_attention(
+            heads(q), heads(k), heads(v), attn_mask=allowed[:, None]
+        )  # (B, L heads, T, dim / heads)
+        mixed = mixed.view(b, levels, self.heads, steps, -1).permute(1, 0, 3, 2, 4)
+        out = torch.baddbmm(self.out_bias, mixed.reshape(levels, b * steps, dim), self.out)
+        return out.view(levels, b, steps, dim).transpose(0, 1) * has_keys[:, None, :, None].to(out.dtype)

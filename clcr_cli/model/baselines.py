@@ -42,7 +42,7 @@ class PooledEncoders(nn.Module):
 
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
         levels, masks, present = encode_batch(self.encoders, batch)
-        pooled = torch.stack([masked_mean(levels[m][-1], masks[m], 1) for m in levels], 1)
+        pooled = torch.stack([masked_mean(levels[m][:, -1], masks[m], 1) for m in levels], 1)
         present_bm = stack_present(present)
         return self.norm(pooled) * present_bm[..., None], present_bm
 

@@ -57,4 +57,4 @@ class ModelOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)  # each loss term, detached-safe scalars
     level_weights: Tensor | None = None  # (B, L): InterCAD's w
     modality_weights: Tensor | None = None  # (B, M): InterCAD's shared-path attention
-    streams: list[Any] | None = None  # CLCR: IntraCED's LevelStreams per level (alpha, masks)
+    streams: Any = None  # CLCR: the exchange's LevelStreams (streams, alpha, token layout)

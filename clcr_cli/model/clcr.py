@@ -16,20 +16,23 @@ The variant (variants.py) switches parts off for the paper's ablations:
 
 Missing modalities (``batch.present[m]`` False) are masked out of exchange keys, level
 weights, modality selection and private aggregation, so their inputs cannot move the output.
+
+Shapes: every modality's levels are joined on one token axis (tokens.py), so the exchange,
+the summaries and the regularisers of all levels and modalities are batched operations.
 """
 
 from __future__ import annotations
 
 from torch import nn
-from torch.nn.utils import parametrize
 
 from clcr_cli.model.batch import Batch, ModelOutput
 from clcr_cli.model.config import ModelConfig
-from clcr_cli.model.heads import PredictionHead, assemble_output, stack_present
+from clcr_cli.model.heads import PredictionHead, assemble_output
 from clcr_cli.model.hierarchy import build_encoders, encode_batch
 from clcr_cli.model.intercad import InterCAD, MeanAggregation, Summaries, fused_width
 from clcr_cli.model.intraced import DenseExchange, IntraCED
-from clcr_cli.model.losses import inter_regularisers, intra_regulariser, level_mix_penalty
+from clcr_cli.model.losses import level_mix_penalty, stream_regularisers
+from clcr_cli.model.tokens import join_modalities
 from clcr_cli.model.variants import VARIANTS
 
 
@@ -38,83 +41,64 @@ class CLCR(nn.Module):
         super().__init__()
         self.config = config
         self.variant = VARIANTS[config.variant]
-        names = config.modality_names
+        modalities = len(config.modality_names)
         self.encoders = build_encoders(config)
         self.num_slots = config.num_levels if self.variant.hierarchy else 1
         if self.variant.controlled_exchange:
             shared_dim, private_dim = config.shared_width, config.private_width
-            self.exchanges = nn.ModuleList(
-                IntraCED(
-                    config.d,
-                    shared_dim,
-                    private_dim,
-                    names,
-                    config.num_heads,
-                    config.participation,
-                    config.learn_budget,
-                    dense_budget=not self.variant.sparse_budget,
-                    dropout=config.dropout,
-                    budget_scale=config.budget_scale,
-                )
-                for _ in range(self.num_slots)
+            self.exchange = IntraCED(
+                config.d,
+                shared_dim,
+                private_dim,
+                self.num_slots,
+                modalities,
+                config.num_heads,
+                config.participation,
+                config.learn_budget,
+                dense_budget=not self.variant.sparse_budget,
+                budget_scale=config.budget_scale,
             )
         else:
             shared_dim, private_dim = config.d, 0
-            self.exchanges = nn.ModuleList(
-                DenseExchange(config.d, config.num_heads, config.dropout)
-                for _ in range(self.num_slots)
-            )
+            self.exchange = DenseExchange(config.d, config.num_heads, self.num_slots)
         self.shared_summary = Summaries(shared_dim)
         self.private_summary = Summaries(private_dim) if private_dim else None
         if self.variant.intercad:
             self.aggregate = InterCAD(self.num_slots, shared_dim, private_dim, config.d)
         else:
             self.aggregate = MeanAggregation()
-        width = fused_width(self.num_slots, len(names), shared_dim, private_dim)
+        width = fused_width(self.num_slots, modalities, shared_dim, private_dim)
         self.head = PredictionHead(width, config)
 
     def forward(self, batch: Batch) -> ModelOutput:
         config, variant = self.config, self.variant
-        levels, masks, present = encode_batch(self.encoders, batch)
-        names = list(levels)
+        levels, masks, present = encode_batch(self.encoders, batch)  # levels[m]: (B, L, T_m, d)
         if not variant.hierarchy:
-            levels = {m: hs[-1:] for m, hs in levels.items()}
-        if variant.cross_level_mix:
-            levels = {
-                m: hs[i % len(hs) :] + hs[: i % len(hs)] for i, (m, hs) in enumerate(levels.items())
-            }
-        with parametrize.cached():  # each Stiefel basis is materialised once per forward
-            streams = [
-                exchange({m: levels[m][slot] for m in names}, masks)
-                for slot, exchange in enumerate(self.exchanges)
-            ]
-        token_masks = [[s.mask[m] for m in names] for s in streams]
-        shared = self.shared_summary([[s.shared[m] for m in names] for s in streams], token_masks)
+            levels = {m: h[:, -1:] for m, h in levels.items()}
+        if variant.cross_level_mix:  # slot l of the i-th modality holds its level (l + i) mod L
+            levels = {m: h.roll(-i, dims=1) for i, (m, h) in enumerate(levels.items())}
+        tokens, layout = join_modalities(levels, masks, present)
+        streams = self.exchange(tokens, layout)
+        shared = self.shared_summary(streams.shared, layout)
         private = None
         if self.private_summary is not None:
-            private = self.private_summary(
-                [[s.private[m] for m in names] for s in streams], token_masks
-            )
-        fused, level_weights, modality_weights = self.aggregate(
-            shared, private, stack_present(present)
-        )
+            private = self.private_summary(streams.private, layout)
+        fused, level_weights, modality_weights = self.aggregate(shared, private, layout.present)
         prediction = self.head(fused)
 
-        weighted = {}
+        weighted, extra = {}, {}
+        if variant.intra_reg or variant.inter_reg:
+            intra, pr, sp = stream_regularisers(streams, config.whitening, config.reg_max_tokens)
         if variant.intra_reg:
-            weighted["intra"] = (
-                config.lambda_intra,
-                intra_regulariser(streams, present, config.whitening, config.reg_max_tokens),
-            )
-        extra = {}
+            weighted["intra"] = (config.lambda_intra, intra)
         if variant.inter_reg:
-            pr, sp = inter_regularisers(streams, config.whitening, config.reg_max_tokens)
             mix = level_mix_penalty(level_weights) if variant.intercad else pr.new_zeros(())
             weighted["inter"] = (config.lambda_inter, pr + sp + mix)
             extra = {"pr": pr, "sp": sp, "mix": mix}
-        budgets = [ex.budget.participation for ex in self.exchanges if getattr(ex, "budget", None)]
-        for slot, rate in enumerate(budgets):
-            extra[f"participation_{slot}"] = rate
+        budget = getattr(self.exchange, "budget", None)
+        if budget is not None:
+            for slot, rate in enumerate(budget.participation):
+                extra[f"participation_{slot}"] = rate
         output = assemble_output(
             prediction, batch, config, weighted, extra, level_weights, modality_weights
         )

@@ -41,7 +41,7 @@ def _alpha_summary(values: list[Tensor]) -> dict[str, float]:
 def mechanism_diagnostics(model: nn.Module, batches: Iterable[Batch]) -> dict[str, Any]:
     """Budget, level-weight and modality-weight statistics of ``model`` over ``batches``."""
     model.eval()
-    alphas: dict[int, dict[str, list[Tensor]]] = {}
+    alphas: dict[tuple[int, str], list[Tensor]] = {}
     level_w, modality_w = [], []
     names: list[str] = []
     for batch in batches:
@@ -51,24 +51,25 @@ def mechanism_diagnostics(model: nn.Module, batches: Iterable[Batch]) -> dict[st
             level_w.append(out.level_weights.float().cpu())
         if out.modality_weights is not None:
             modality_w.append(out.modality_weights.float().cpu())
-        for level, streams in enumerate(out.streams or []):
-            if streams.alpha is None:
-                continue
-            for m, alpha in streams.alpha.items():
-                valid = alpha[streams.mask[m]].float().cpu()
-                alphas.setdefault(level, {}).setdefault(m, []).append(valid)
+        streams = out.streams
+        if streams is None or streams.alpha is None:
+            continue
+        modality_mask = streams.layout.modality_mask  # (B, M, T)
+        for level in range(streams.alpha.shape[1]):
+            for i, m in enumerate(streams.layout.names):
+                valid = streams.alpha[:, level][modality_mask[:, i]].float().cpu()
+                alphas.setdefault((level, m), []).append(valid)
     result: dict[str, Any] = {"levels": []}
-    exchanges = getattr(model, "exchanges", [])
-    for level, exchange in enumerate(exchanges):
+    budget = getattr(getattr(model, "exchange", None), "budget", None)
+    levels = getattr(model, "num_slots", 0)
+    for level in range(levels):
         entry: dict[str, Any] = {"level": level + 1}
-        budget = getattr(exchange, "budget", None)
         if budget is not None:
-            entry["participation"] = float(budget.participation)
-            entry["threshold"] = float(budget.threshold)
-            entry["scale"] = {
-                m: float(nn.functional.softplus(raw)) for m, raw in budget.scale.items()
-            }
-        per_modality = alphas.get(level, {})
+            entry["participation"] = float(budget.participation[level])
+            entry["threshold"] = float(budget.threshold[level])
+            scales = nn.functional.softplus(budget.scale[level]).tolist()
+            entry["scale"] = dict(zip(names, scales, strict=True))
+        per_modality = {m: alphas[(lv, m)] for lv, m in alphas if lv == level}
         if per_modality:
             entry["alpha"] = _alpha_summary([a for values in per_modality.values() for a in values])
             entry["alpha_by_modality"] = {m: _alpha_summary(v) for m, v in per_modality.items()}

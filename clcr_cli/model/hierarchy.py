@@ -86,12 +86,16 @@ class FrameStem(nn.Module):
         )
 
     def forward(self, frames: Tensor, mask: Tensor) -> Tensor:
-        """frames (B, T, H, W, C) on 0..255 -> (B, T, d), zero on padded steps."""
-        valid = frames[mask].float().div(255.0).permute(0, 3, 1, 2)  # (N, C, H, W)
-        out = frames.new_zeros((*mask.shape, self.net[-1].out_features), dtype=torch.float32)
-        if valid.shape[0]:
-            out[mask] = self.net(valid.contiguous()).to(out.dtype)  # autocast may give bf16/fp16
-        return out
+        """frames (B, T, H, W, C) on 0..255 -> (B, T, d), zero on padded steps.
+
+        Every frame goes through the CNN (padded ones too: one batched call, no gather and
+        scatter of the valid frames); GroupNorm keeps frames independent, so padded frames
+        cannot change valid ones, and their outputs are zeroed.
+        """
+        b, t = frames.shape[:2]
+        pixels = frames.flatten(0, 1).float().div(255.0).permute(0, 3, 1, 2)  # (B T, C, H, W)
+        out = self.net(pixels.contiguous()).view(b, t, -1).float()  # autocast may give bf16/fp16
+        return out * mask[..., None]
 
 
 def stage_dilations(max_steps: int, num_levels: int, kernel: int) -> list[int]:
@@ -129,8 +133,9 @@ def window_mean(x: Tensor, mask: Tensor, width: int) -> Tensor:
     counts = nn.functional.pad(torch.cumsum(keep, 1), (0, 0, 1, 0))
     first = torch.arange(steps, device=x.device) - width // 2
     start, stop = first.clamp(0, steps), (first + width).clamp(0, steps)
-    total = sums[:, stop] - sums[:, start]
-    return total / (counts[:, stop] - counts[:, start]).clamp(min=1) * keep
+    total = sums.index_select(1, stop) - sums.index_select(1, start)
+    count = counts.index_select(1, stop) - counts.index_select(1, start)
+    return total / count.clamp(min=1) * keep
 
 
 class TemporalStage(nn.Module):
@@ -151,24 +156,31 @@ class TemporalStage(nn.Module):
         return (x + self.dropout(y)) * keep
 
 
-class LevelProjection(nn.Module):
-    """Eq. (1): ``H_l = LN(Z_l W_l + P_l)`` with a learned positional table of ``max_len`` rows."""
+class LevelProjections(nn.Module):
+    """Eq. (1) for all L levels at once: ``H_l = LN(Z_l W_l + P_l)``, a learned positional
+    table of ``max_len`` rows and a LayerNorm per level (its own gain and bias)."""
 
-    def __init__(self, in_dim: int, d: int, max_len: int) -> None:
+    def __init__(self, in_dim: int, d: int, num_levels: int, max_len: int) -> None:
         super().__init__()
-        self.proj = nn.Linear(in_dim, d)
-        self.position = nn.Parameter(torch.randn(max_len, d) * 0.02)
-        self.norm = nn.LayerNorm(d)
+        bound = in_dim**-0.5  # nn.Linear's default initialisation, per level
+        self.weight = nn.Parameter(torch.empty(num_levels, in_dim, d).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_levels, d).uniform_(-bound, bound))
+        self.position = nn.Parameter(torch.randn(num_levels, max_len, d) * 0.02)
+        self.norm_weight = nn.Parameter(torch.ones(num_levels, d))
+        self.norm_bias = nn.Parameter(torch.zeros(num_levels, d))
 
     def forward(self, z: Tensor, mask: Tensor) -> Tensor:
-        steps = z.shape[1]
-        if steps > self.position.shape[0]:
+        """z (B, L, T, in_dim), mask (B, T) -> H (B, L, T, d), zero on padded steps."""
+        steps = z.shape[2]
+        if steps > self.position.shape[1]:
             raise ModelConfigError(
-                f"an input has {steps} steps but the model's max_len is {self.position.shape[0]}: "
+                f"an input has {steps} steps but the model's max_len is {self.position.shape[1]}: "
                 "raise max_len in the model config or shorten the sequences"
             )
-        h = self.norm(self.proj(z) + self.position[:steps])
-        return h * mask[..., None].to(h.dtype)
+        h = torch.einsum("bltc,lcd->bltd", z, self.weight) + self.bias[:, None]
+        h = h + self.position[:, :steps]
+        h = nn.functional.layer_norm(h, h.shape[-1:]) * self.norm_weight[:, None] + self.norm_bias[:, None]
+        return h * mask[:, None, :, None].to(h.dtype)
 
 
 class SemanticHierarchyEncoder(nn.Module):
@@ -204,10 +216,11 @@ class SemanticHierarchyEncoder(nn.Module):
             in_dim = d
         else:
             raise ModelConfigError(f"modality {spec.name!r}: unknown input kind {spec.kind!r}")
-        self.levels = nn.ModuleList(LevelProjection(in_dim, d, max_len) for _ in range(num_levels))
+        self.levels = LevelProjections(in_dim, d, num_levels, max_len)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Input and lengths -> (levels (B, L, T, d), step mask (B, T))."""
         kind = self.spec.kind
         steps = x.shape[2] if kind == "levels" else x.shape[1]
         mask = steps_mask(lengths, steps)
@@ -216,7 +229,7 @@ class SemanticHierarchyEncoder(nn.Module):
                 raise ModelConfigError(
                     f"modality {self.spec.name!r}: expected (B, K, T, D), got {tuple(x.shape)}"
                 )
-            z = [x[:, k].float() for k in select_levels(x.shape[1], self.num_levels)]
+            z = x[:, select_levels(x.shape[1], self.num_levels)].float()
         else:
             sequence = kind == "sequence"
             h = self.stem(x.float()) * mask[..., None] if sequence else self.stem(x, mask)
@@ -225,7 +238,8 @@ class SemanticHierarchyEncoder(nn.Module):
             for stage in self.stages:
                 h = stage(h, mask)
                 z.append(h)
-        return [level(z_l, mask) for level, z_l in zip(self.levels, z, strict=True)], mask
+            z = torch.stack(z, 1)
+        return self.levels(z, mask), mask
 
 
 def present_masks(batch: Batch, names: list[str]) -> dict[str, Tensor]:
@@ -248,7 +262,7 @@ def present_masks(batch: Batch, names: list[str]) -> dict[str, Tensor]:
 def encode_batch(
     encoders: nn.ModuleDict, batch: Batch
 ) -> tuple[dict[str, list[Tensor]], dict[str, Tensor], dict[str, Tensor]]:
-    """Run every modality's encoder: levels[m] (L x (B, T_m, d)), token masks, presence.
+    """Run every modality's encoder: levels[m] (B, L, T_m, d), token masks, presence.
 
     The token mask of a missing modality is all False, so nothing downstream reads it.
     """

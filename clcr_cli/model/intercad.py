@@ -1,6 +1,6 @@
 """InterCAD: the inter-level collaborative aggregation domain, and its ``no-intercad`` ablation.
 
-Inputs are per-level, per-modality summaries (``summarise``): masked mean pooling + LN of the
+Inputs are per-level, per-modality summaries (:class:`Summaries`): masked mean pooling + LN of the
 shared and private streams, ``s_l^(m)`` and ``p_l^(m)``. Paper equations and readings:
 
 *Level weights.* ``w = softmax(MLP(.))`` over the L levels, one weight vector per sample,
@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from clcr_cli.model.attention import masked_mean, masked_softmax
+from clcr_cli.model.tokens import TokenLayout, pool_by_modality
 
 
 def fused_width(num_levels: int, num_modalities: int, shared_dim: int, private_dim: int) -> int:
@@ -67,18 +68,15 @@ def concatenate_blocks(
 
 
 class Summaries(nn.Module):
-    """``LN(masked mean over time)`` of every stream: (B, L, M, k) from L x M (B, T, k)."""
+    """``LN(masked mean over time)`` of a stream, per level and modality: (B, L, T, k) ->
+    (B, L, M, k)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, streams: list[list[Tensor]], masks: list[list[Tensor]]) -> Tensor:
-        pooled = [
-            torch.stack([masked_mean(x, m, 1) for x, m in zip(level, level_masks, strict=True)], 1)
-            for level, level_masks in zip(streams, masks, strict=True)
-        ]
-        return self.norm(torch.stack(pooled, 1))
+    def forward(self, stream: Tensor, layout: TokenLayout) -> Tensor:
+        return self.norm(pool_by_modality(stream, layout))
 
 
 class InterCAD(nn.Module):

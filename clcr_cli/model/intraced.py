@@ -1,6 +1,7 @@
-"""IntraCED: the intra-level controlled exchange domain (one instance per level l).
+"""IntraCED: the intra-level controlled exchange domain, for all L levels at once.
 
-Paper symbols and the readings chosen here:
+Paper symbols and the readings chosen here (shapes: B samples, L levels, M modalities,
+T tokens on the joint axis of tokens.py, d model width, k_sh / k_pr the subspace widths):
 
 *Shared/private decomposition.* ``h_{l,t,sh} = h_{l,t} P_l^sh`` and ``h_{l,t,pr} = h_{l,t}
 P_{l,m}^pr`` with ``P = U U^T`` built from orthonormal bases ``U_l^sh`` (common to every
@@ -11,6 +12,10 @@ one orthogonal d x d matrix ``Q_l`` per level gives ``U_l^sh = Q_l[:, :k_sh]`` a
 orthonormal complement ``C_l = Q_l[:, k_sh:]``; each modality's private basis is
 ``U_{l,m}^pr = C_l V_{l,m}`` with ``V_{l,m}`` on the Stiefel manifold St(d - k_sh, k_pr).
 Hence ``U^T U = I`` for every basis and ``(U_l^sh)^T U_{l,m}^pr = 0`` by construction.
+Every orthogonal matrix is ``base @ cayley(A)`` (:func:`cayley`): a fixed random orthogonal
+``base`` (the initialisation) times the Cayley map of a learned skew-symmetric ``A``
+(starting at 0), the trivialisation torch's ``parametrizations.orthogonal`` uses, here
+batched over levels and modalities: one linear solve per forward for all of them.
 
 *Token budget.* Shared evidence ``e_t = ||h_{t,sh}||_2``. Read literally, the scores
 ``alpha~_t = sigmoid(gamma_m (e_t - theta_l))`` are inert: LayerNorm fixes ``||h||``, so ``e_t``
@@ -19,25 +24,28 @@ common shift) turns them into a near-uniform ``alpha = r`` and ``gamma_m``, ``th
 ~1e-8 of gradient. The reading used here keeps the paper's pieces (evidence ``||h_sh||``, a
 learnable scale per modality, a learnable threshold per level, the capped-simplex projection
 with budget ``B_l``) but compares each token's evidence with the other tokens of its own
-sample: ``z_t = (e_t - mean(e)) / std(e)`` over the sample's valid tokens, and
+sample and modality: ``z_t = (e_t - mean(e)) / std(e)`` over those valid tokens, and
 
-    ``alpha~_t = sigmoid(gamma_m (z_t - theta_l))``,   ``alpha = Proj_{Delta(B_l)}(alpha~)``.
+    ``alpha~_t = sigmoid(gamma_{l,m} (z_t - theta_l))``,   ``alpha = Proj_{Delta(B_l)}(alpha~)``
 
-``gamma_m = softplus(.)`` starts at ``budget_scale`` (4: scores spread over (0, 1)) and
-``theta_l`` at ``Phi^-1(1 - r)``, the standard-normal quantile above which a share r of the
-tokens lies, so that the scores alone already select about ``B_l`` tokens and the projection
-leaves tokens at 0 and at 1 rather than shifting them all. Because the sigmoid is not affine,
-``theta_l`` is not cancelled by the projection's shift invariance: it moves tokens in and out
-of saturation. ``B_l = rho_l * n_valid`` with ``rho_l = sigmoid(beta_l)`` the learnable
-participation rate of level l, initialised to the configured rate r; ``learn_budget=False``
-freezes ``rho_l = r`` (the budget sweep), and the ``dense-budget`` ablation sets ``alpha = 1``.
+(one projection per sample, level and modality). ``gamma = softplus(.)`` starts at
+``budget_scale`` (4: scores spread over (0, 1)) and ``theta_l`` at ``Phi^-1(1 - r)``, the
+standard-normal quantile above which a share r of the tokens lies, so that the scores alone
+already select about ``B_l`` tokens and the projection leaves tokens at 0 and at 1 rather than
+shifting them all. Because the sigmoid is not affine, ``theta_l`` is not cancelled by the
+projection's shift invariance: it moves tokens in and out of saturation. ``B_l = rho_l *
+n_valid`` with ``rho_l = sigmoid(beta_l)`` the learnable participation rate of level l,
+initialised to the configured rate r; ``learn_budget=False`` freezes ``rho_l = r`` (the budget
+sweep), and the ``dense-budget`` ablation sets ``alpha = 1``.
 
 *Exchange.* ``h~_{t,sh}^(m) = alpha_t^(m) Attn(Q_t^(m), K^(-m), V^(-m))``: modality m's shared
-tokens query the concatenated shared tokens of the other (present) modalities at the same
-level; queries, keys and values are linear maps of shared coordinates only (one set per
-level, common to all modalities since the shared subspace is common). We read the result as a
-residual update of the shared stream, ``s_t = h_{t,sh} + h~_{t,sh}``: "alpha controls how much
-external evidence each token absorbs". Private coordinates never enter this computation.
+tokens query the shared tokens of the other (present) modalities at the same level;
+queries, keys and values are linear maps of shared coordinates only (one set per level,
+common to all modalities since the shared subspace is common). All levels and modalities go
+through one attention call whose block mask keeps a token from reading its own modality
+(:class:`CrossModalAttention`). We read the result as a residual update of the shared stream,
+``s_t = h_{t,sh} + h~_{t,sh}``: "alpha controls how much external evidence each token absorbs".
+Private coordinates never enter this computation.
 """
 
 from __future__ import annotations
@@ -46,135 +54,145 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import orthogonal
 
-from clcr_cli.model.attention import CrossAttention
+from clcr_cli.model.attention import CrossModalAttention
 from clcr_cli.model.simplex import capped_simplex_projection
+from clcr_cli.model.tokens import TokenLayout
 
 
 @dataclass
 class LevelStreams:
-    """What one level's exchange hands to InterCAD and the regularisers, per modality."""
+    """What the exchange hands to InterCAD and the regularisers, on the joint token axis."""
 
-    shared: dict[str, Tensor]  # (B, T_m, k_sh): the exchanged shared stream
-    private: dict[str, Tensor] | None  # (B, T_m, k_pr); None where there is no split
-    mask: dict[str, Tensor]  # (B, T_m) bool: valid steps of present modalities
-    alpha: dict[str, Tensor] | None  # (B, T_m) budget weights; None without a budget
+    shared: Tensor  # (B, L, T, k_sh): the exchanged shared stream
+    private: Tensor | None  # (B, L, T, k_pr); None where there is no split
+    alpha: Tensor | None  # (B, L, T) budget weights; None without a budget
+    layout: TokenLayout
 
 
-def stiefel_matrix(rows: int, cols: int) -> nn.Module:
-    """A module whose ``weight`` (rows x cols, rows >= cols) always has orthonormal columns.
+def cayley(raw: Tensor) -> Tensor:
+    """The orthogonal ``(I + A/2)^{-1} (I - A/2)`` of ``A = raw - raw^T`` (batched, square).
 
-    Cayley map ``Q = (I + A/2)^{-1} (I - A/2)`` of a skew-symmetric A: orthogonal to the
-    precision of one linear solve whatever the raw parameters become, whereas torch's
-    default ``matrix_exp`` map drifts (~1e-3 in float32 after a few aggressive SGD steps on
-    a 128 x 128 basis). The Householder map is as exact but its backward unrolls into tens
-    of thousands of small ops per step on the CPU (about 15 % slower end to end here).
+    Orthogonal to the precision of one linear solve whatever ``raw`` becomes (torch's
+    ``matrix_exp`` map drifts ~1e-3 from orthonormal in float32 after a few aggressive SGD
+    steps on a 128 x 128 basis).
     """
-    return orthogonal(nn.Linear(cols, rows, bias=False), orthogonal_map="cayley")
+    skew = (raw - raw.transpose(-1, -2)) / 2
+    eye = torch.eye(raw.shape[-1], dtype=raw.dtype, device=raw.device)
+    return torch.linalg.solve(eye + skew, eye - skew)
 
 
-def others_concat(
-    streams: dict[str, Tensor], masks: dict[str, Tensor], name: str
-) -> tuple[Tensor, Tensor]:
-    """Concatenate every modality except ``name`` along time: K^(-m) and its mask."""
-    keys = [streams[o] for o in streams if o != name]
-    key_masks = [masks[o] for o in streams if o != name]
-    return torch.cat(keys, 1), torch.cat(key_masks, 1)
+def random_orthogonal(*shape: int) -> Tensor:
+    """Orthogonal matrices of shape ``shape`` (..., n, n), drawn from torch's global RNG."""
+    q, r = torch.linalg.qr(torch.randn(*shape))
+    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[..., None, :]
 
 
-class LevelBases(nn.Module):
-    """``U_l^sh`` (d x k_sh) and ``U_{l,m}^pr`` (d x k_pr) for one level (see module docstring)."""
+class StiefelBases(nn.Module):
+    """``U_l^sh`` (L, d, k_sh) and ``U_{l,m}^pr`` (L, M, d, k_pr) (see the module docstring)."""
 
-    def __init__(self, d: int, shared_dim: int, private_dim: int, modalities: list[str]) -> None:
+    def __init__(self, d: int, shared_dim: int, private_dim: int, levels: int, modalities: int) -> None:
         super().__init__()
-        self.shared_dim = shared_dim
-        self.rotation = stiefel_matrix(d, d)  # Q_l
-        self.private_rotations = nn.ModuleDict(
-            {m: stiefel_matrix(d - shared_dim, private_dim) for m in modalities}  # V_{l,m}
-        )
+        self.shared_dim, self.private_dim = shared_dim, private_dim
+        rest = d - shared_dim
+        self.register_buffer("rotation_base", random_orthogonal(levels, d, d))
+        self.rotation = nn.Parameter(torch.zeros(levels, d, d))  # A of Q_l
+        self.register_buffer("private_base", random_orthogonal(levels, modalities, rest, rest))
+        self.private_rotation = nn.Parameter(torch.zeros(levels, modalities, rest, rest))  # V_{l,m}
 
-    def shared(self) -> Tensor:
-        return self.rotation.weight[:, : self.shared_dim]
+    def forward(self) -> tuple[Tensor, Tensor]:
+        rotation = self.rotation_base @ cayley(self.rotation)  # Q_l
+        private = (self.private_base @ cayley(self.private_rotation))[..., : self.private_dim]
+        complement = rotation[:, None, :, self.shared_dim :]  # C_l, against every modality
+        return rotation[..., : self.shared_dim], complement @ private
 
-    def private(self, name: str) -> Tensor:
-        return self.rotation.weight[:, self.shared_dim :] @ self.private_rotations[name].weight
+
+def standardise_per_modality(evidence: Tensor, layout: TokenLayout) -> Tensor:
+    """``z_t``: evidence (B, L, T) standardised over the valid tokens of each sample's modality."""
+    weights = layout.modality_mask.to(evidence.dtype)  # (B, M, T)
+    count = weights.sum(-1).clamp(min=1)[:, None]  # (B, 1, M)
+    mean = torch.einsum("blt,bmt->blm", evidence, weights) / count
+    centred = evidence - mean[..., layout.segment]
+    var = torch.einsum("blt,bmt->blm", centred.pow(2), weights) / count
+    return centred / (var[..., layout.segment] + 1e-6).sqrt()
 
 
 class TokenBudget(nn.Module):
     """Scores from standardised shared evidence, projected onto the capped simplex of ``B_l``."""
 
-    def __init__(
-        self, modalities: list[str], participation: float, learn: bool, scale: float
-    ) -> None:
+    def __init__(self, levels: int, modalities: int, participation: float, learn: bool, scale: float) -> None:
         super().__init__()
         rate = min(max(participation, 1e-4), 1 - 1e-4)
-        logit = torch.logit(torch.tensor(rate))
+        logit = torch.logit(torch.tensor(rate)).repeat(levels)
         if learn:
             self.rate_logit = nn.Parameter(logit)  # beta_l
         else:
             self.register_buffer("rate_logit", logit)
         quantile = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - rate))
-        self.threshold = nn.Parameter(quantile)  # theta_l
+        self.threshold = nn.Parameter(quantile.repeat(levels))  # theta_l
         raw_scale = torch.tensor(scale).expm1().log()  # softplus^-1
-        self.scale = nn.ParameterDict({m: nn.Parameter(raw_scale.clone()) for m in modalities})
+        self.scale = nn.Parameter(raw_scale.repeat(levels, modalities))  # gamma_{l,m}
 
     @property
     def participation(self) -> Tensor:
+        """rho_l (L,): the share of each modality's valid tokens that level l lets exchange."""
         return torch.sigmoid(self.rate_logit)
 
-    def forward(self, shared: Tensor, mask: Tensor, name: str) -> Tensor:
-        keep = mask.to(shared.dtype)
-        count = keep.sum(1, keepdim=True).clamp(min=1)
-        evidence = shared.norm(dim=-1)  # e_t
-        mean = (evidence * keep).sum(1, keepdim=True) / count
-        var = ((evidence - mean).pow(2) * keep).sum(1, keepdim=True) / count
-        standard = (evidence - mean) / (var + 1e-6).sqrt()  # z_t
-        gamma = nn.functional.softplus(self.scale[name])
-        scores = torch.sigmoid(gamma * (standard - self.threshold))
-        budget = self.participation * mask.sum(1).to(scores.dtype)  # B_l per sample
-        return capped_simplex_projection(scores, budget, mask)
+    def forward(self, shared: Tensor, layout: TokenLayout) -> Tensor:
+        """shared (B, L, T, k_sh) -> alpha (B, L, T); every (sample, level, modality) row of
+        alpha sums to ``rho_l`` times that modality's valid tokens."""
+        z = standardise_per_modality(shared.norm(dim=-1), layout)
+        gamma = nn.functional.softplus(self.scale)[:, layout.segment]  # (L, T)
+        scores = torch.sigmoid(gamma * (z - self.threshold[:, None]))
+        levels, modalities = scores.shape[1], len(layout.names)
+        rows = layout.modality_mask[:, None].expand(-1, levels, -1, -1)  # (B, L, M, T)
+        counts = layout.modality_counts()[:, None].to(scores.dtype)  # (B, 1, M)
+        budget = self.participation[None, :, None] * counts  # B_l per sample and modality
+        y = scores[:, :, None].expand(-1, -1, modalities, -1)
+        return capped_simplex_projection(y, budget, rows).sum(2)  # one row per modality
 
 
 class IntraCED(nn.Module):
-    """One level's controlled exchange: decomposition, budget and shared-only cross-attention."""
+    """Every level's controlled exchange: decomposition, budget and shared-only attention."""
 
     def __init__(
         self,
         d: int,
         shared_dim: int,
         private_dim: int,
-        modalities: list[str],
+        levels: int,
+        modalities: int,
         heads: int,
         participation: float,
         learn_budget: bool,
         dense_budget: bool,
-        dropout: float,
         budget_scale: float = 4.0,
     ) -> None:
         super().__init__()
-        self.bases = LevelBases(d, shared_dim, private_dim, modalities)
+        self.bases = StiefelBases(d, shared_dim, private_dim, levels, modalities)
         self.budget = (
             None
             if dense_budget
-            else TokenBudget(modalities, participation, learn_budget, budget_scale)
+            else TokenBudget(levels, modalities, participation, learn_budget, budget_scale)
         )
-        self.exchange = CrossAttention(shared_dim, heads, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.exchange = CrossModalAttention(shared_dim, heads, levels)
 
-    def forward(self, levels: dict[str, Tensor], masks: dict[str, Tensor]) -> LevelStreams:
-        u_shared = self.bases.shared()
-        shared = {m: h @ u_shared for m, h in levels.items()}
-        private = {m: h @ self.bases.private(m) for m, h in levels.items()}
-        alpha = {}
-        exchanged = {}
-        for m, s in shared.items():
-            keep = masks[m].to(s.dtype)
-            alpha[m] = keep if self.budget is None else self.budget(s, masks[m], m)
-            keys, key_mask = others_concat(shared, masks, m)
-            update = self.dropout(self.exchange(s, keys, key_mask))
-            exchanged[m] = (s + alpha[m][..., None] * update) * keep[..., None]
-        return LevelStreams(shared=exchanged, private=private, mask=masks, alpha=alpha)
+    def forward(self, h: Tensor, layout: TokenLayout) -> LevelStreams:
+        """h (B, L, T, d) -> the exchanged shared stream, the private stream and alpha."""
+        u_shared, u_private = self.bases()
+        shared = torch.einsum("bltd,ldk->bltk", h, u_shared)
+        private = torch.cat(
+            [
+                torch.einsum("bltd,ldk->bltk", h[:, :, span], u_private[:, m])
+                for m, span in enumerate(layout.slices)
+            ],
+            2,
+        )
+        keep = layout.mask[:, None, :].to(shared.dtype)  # (B, 1, T)
+        alpha = keep.expand(-1, shared.shape[1], -1) if self.budget is None else self.budget(shared, layout)
+        update = self.exchange(shared, layout)
+        exchanged = (shared + alpha[..., None] * update) * keep[..., None]
+        return LevelStreams(shared=exchanged, private=private, alpha=alpha, layout=layout)
 
 
 class DenseExchange(nn.Module):
@@ -183,15 +201,11 @@ class DenseExchange(nn.Module):
     No shared/private split and no budget: ``s_t = h_t + Attn(h_t, H^(-m), H^(-m))``.
     """
 
-    def __init__(self, d: int, heads: int, dropout: float) -> None:
+    def __init__(self, d: int, heads: int, levels: int) -> None:
         super().__init__()
-        self.exchange = CrossAttention(d, heads, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.exchange = CrossModalAttention(d, heads, levels)
 
-    def forward(self, levels: dict[str, Tensor], masks: dict[str, Tensor]) -> LevelStreams:
-        exchanged = {}
-        for m, h in levels.items():
-            keys, key_mask = others_concat(levels, masks, m)
-            update = self.dropout(self.exchange(h, keys, key_mask))
-            exchanged[m] = (h + update) * masks[m][..., None].to(h.dtype)
-        return LevelStreams(shared=exchanged, private=None, mask=masks, alpha=None)
+    def forward(self, h: Tensor, layout: TokenLayout) -> LevelStreams:
+        update = self.exchange(h, layout)
+        exchanged = (h + update) * layout.mask[:, None, :, None].to(h.dtype)
+        return LevelStreams(shared=exchanged, private=None, alpha=None, layout=layout)

@@ -7,7 +7,7 @@ import torch
 
 from clcr_cli.model import ModalitySpec
 from clcr_cli.model.errors import ModelConfigError
-from clcr_cli.model.hierarchy import SemanticHierarchyEncoder, select_levels
+from clcr_cli.model.hierarchy import LevelProjections, SemanticHierarchyEncoder, select_levels
 
 
 def test_level_selection_is_even_and_deepest_for_one() -> None:
@@ -38,21 +38,33 @@ def test_shapes_and_padding_invariance(spec: ModalitySpec, shape: tuple, levels:
     x = torch.randint(0, 256, shape).float() if spec.kind == "frames" else torch.randn(shape)
     lengths = torch.tensor([9, 5])
     out, mask = encoder(x, lengths)
-    assert len(out) == levels and all(h.shape == (2, 9, 16) for h in out)
+    assert out.shape == (2, levels, 9, 16)
     assert mask.tolist()[1] == [True] * 5 + [False] * 4
-    for h in out:
-        assert torch.all(h[1, 5:] == 0)
+    assert torch.all(out[1, :, 5:] == 0)
     # the second sample alone, cut to its length, gives the same levels
     time_axis = 2 if spec.kind == "levels" else 1
     short = x[1:2].narrow(time_axis, 0, 5)
     alone, _ = encoder(short, torch.tensor([5]))
-    for h, h_alone in zip(out, alone, strict=True):
-        torch.testing.assert_close(h[1, :5], h_alone[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[1, :, :5], alone[0], atol=1e-5, rtol=1e-5)
     # the values under the padding cannot matter
     noisy = x.clone()
     noisy.narrow(time_axis, 5, 4)[1] = 77.0
     changed, _ = encoder(noisy, lengths)
-    torch.testing.assert_close(changed[-1][1], out[-1][1])
+    torch.testing.assert_close(changed[1], out[1])
+
+
+def test_level_projections_equal_one_layer_norm_per_level() -> None:
+    """The batched Eq. (1) against a loop over levels with plain torch modules."""
+    proj = LevelProjections(in_dim=6, d=8, num_levels=3, max_len=10)
+    with torch.no_grad():
+        proj.norm_weight.uniform_(0.5, 1.5)
+        proj.norm_bias.normal_()
+    z, mask = torch.randn(2, 3, 7, 6), torch.arange(7)[None] < torch.tensor([[7], [4]])
+    out = proj(z, mask)
+    for level in range(3):
+        h = z[:, level] @ proj.weight[level] + proj.bias[level] + proj.position[level, :7]
+        h = torch.nn.functional.layer_norm(h, (8,), proj.norm_weight[level], proj.norm_bias[level])
+        torch.testing.assert_close(out[:, level], h * mask[..., None], atol=1e-6, rtol=1e-5)
 
 
 def test_frames_accept_uint8_and_float_on_the_same_scale() -> None:
@@ -63,7 +75,7 @@ def test_frames_accept_uint8_and_float_on_the_same_scale() -> None:
     lengths = torch.tensor([4, 2])
     a, _ = encoder(frames, lengths)
     b, _ = encoder(frames.float(), lengths)
-    torch.testing.assert_close(a[-1], b[-1])
+    torch.testing.assert_close(a, b)
 
 
 def test_too_long_input_names_max_len() -> None:

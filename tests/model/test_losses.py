@@ -32,6 +32,20 @@ def test_cross_correlation_bounded_and_degenerate_cases() -> None:
         assert cross_correlation(x[:1], y[:1], whitening) == 0
 
 
+@pytest.mark.parametrize("whitening", ["standardise", "full"])
+def test_weighted_and_batched_correlation_equals_the_selected_rows_alone(whitening: str) -> None:
+    x, y = torch.randn(4, 30, 5), torch.randn(4, 30, 3)
+    y[..., 0] += x[..., 1]  # some correlation to measure
+    weights = torch.rand(4, 30) > 0.3
+    batched = cross_correlation(x, y, whitening, weights=weights)
+    for i in range(4):
+        alone = cross_correlation(x[i][weights[i]], y[i][weights[i]], whitening)
+        torch.testing.assert_close(batched[i], alone, atol=1e-5, rtol=1e-4)
+    one_row = torch.zeros(4, 30, dtype=torch.bool)
+    one_row[:, 0] = True
+    assert torch.all(cross_correlation(x, y, whitening, weights=one_row) == 0)
+
+
 def test_level_mix_zero_without_incompatible_pairs() -> None:
     w2 = torch.softmax(torch.randn(5, 2), 1)
     assert level_mix_penalty(w2) == 0

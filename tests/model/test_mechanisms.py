@@ -14,6 +14,7 @@ from clcr_cli.model.diagnostics import mechanism_diagnostics
 from clcr_cli.model.hierarchy import SemanticHierarchyEncoder, receptive_fields, stage_dilations
 from clcr_cli.model.intercad import InterCAD, concatenate_blocks, fused_width
 from clcr_cli.model.intraced import TokenBudget
+from clcr_cli.model.tokens import TokenLayout
 
 
 def test_budget_threshold_and_scales_receive_gradient():
@@ -23,19 +24,30 @@ def test_budget_threshold_and_scales_receive_gradient():
     model(tiny_batch(model.config, size=8)).loss.backward()
     typical = torch.cat([p.grad.abs().flatten() for p in model.parameters() if p.grad is not None])
     typical = typical.median()
-    budgets = [exchange.budget for exchange in model.exchanges]
-    theta = sum(b.threshold.grad.abs() for b in budgets)
-    gamma = sum(p.grad.abs() for b in budgets for p in b.scale.values())
-    rate = sum(b.rate_logit.grad.abs() for b in budgets)
-    assert theta > 1e-2 * typical and gamma > 1e-2 * typical and rate > 1e-2 * typical
+    budget = model.exchange.budget
+    theta, gamma, rate = (p.grad.abs() for p in (budget.threshold, budget.scale, budget.rate_logit))
+    assert theta.sum() > 1e-2 * typical and gamma.sum() > 1e-2 * typical
+    assert rate.sum() > 1e-2 * typical
+
+
+def one_modality(mask: torch.Tensor) -> TokenLayout:
+    """A layout of two modalities whose first holds ``mask``'s tokens and the second none."""
+    steps = mask.shape[1]
+    return TokenLayout(
+        names=["a", "b"],
+        slices=[slice(0, steps), slice(steps, steps)],
+        segment=torch.zeros(steps, dtype=torch.long),
+        mask=mask,
+        present=torch.ones(mask.shape[0], 2, dtype=torch.bool),
+    )
 
 
 def test_budget_spreads_alpha_and_keeps_the_budget():
-    budget = TokenBudget(["a"], participation=0.68, learn=True, scale=4.0)
-    shared = torch.randn(4, 50, 8)
+    budget = TokenBudget(levels=1, modalities=2, participation=0.68, learn=True, scale=4.0)
+    shared = torch.randn(4, 1, 50, 8)
     mask = torch.ones(4, 50, dtype=torch.bool)
     mask[1, 30:] = False
-    alpha = budget(shared, mask, "a")
+    alpha = budget(shared, one_modality(mask))[:, 0]
     valid = alpha[mask]
     assert (valid < 0.05).float().mean() > 0.02  # tokens left out ...
     assert (valid > 0.95).float().mean() > 0.2  # ... and tokens fully in
@@ -45,10 +57,10 @@ def test_budget_spreads_alpha_and_keeps_the_budget():
 
 def test_budget_is_invariant_to_the_scale_of_the_evidence():
     """LayerNorm-ed inputs have nearly constant norms: standardising makes that irrelevant."""
-    budget = TokenBudget(["a"], participation=0.5, learn=True, scale=4.0)
-    shared = torch.randn(2, 20, 8)
-    mask = torch.ones(2, 20, dtype=torch.bool)
-    torch.testing.assert_close(budget(shared, mask, "a"), budget(3.0 * shared, mask, "a"))
+    budget = TokenBudget(levels=1, modalities=2, participation=0.5, learn=True, scale=4.0)
+    shared = torch.randn(2, 1, 20, 8)
+    layout = one_modality(torch.ones(2, 20, dtype=torch.bool))
+    torch.testing.assert_close(budget(shared, layout), budget(3.0 * shared, layout))
 
 
 def test_frozen_budget_keeps_its_rate_through_training():
@@ -60,11 +72,11 @@ def test_frozen_budget_keeps_its_rate_through_training():
         out.loss.backward()
         optimizer.step()
     out = model(tiny_batch(model.config, size=8, seed=99))
-    for exchange, streams in zip(model.exchanges, out.streams, strict=True):
-        assert float(exchange.budget.participation) == pytest.approx(0.4, abs=1e-6)
-        for m, alpha in streams.alpha.items():
-            n_valid = streams.mask[m].sum(1).float()
-            torch.testing.assert_close(alpha.sum(1), 0.4 * n_valid, atol=1e-4, rtol=0)
+    torch.testing.assert_close(model.exchange.budget.participation, torch.full((3,), 0.4))
+    streams = out.streams
+    for span in streams.layout.slices:
+        n_valid = streams.layout.mask[:, span].sum(1, keepdim=True).float().expand(-1, 3)
+        torch.testing.assert_close(streams.alpha[:, :, span].sum(-1), 0.4 * n_valid, atol=1e-4, rtol=0)
 
 
 def test_a_short_training_selects_tokens():
@@ -113,8 +125,8 @@ def test_a_change_at_the_first_step_reaches_the_last_step_of_the_deepest_level(s
         before, _ = encoder(x, lengths)
         after, _ = encoder(changed, lengths)
     last = shape[1] - 1
-    assert not torch.allclose(before[-1][0, last], after[-1][0, last])  # the deepest sees it
-    torch.testing.assert_close(before[0][0, last], after[0][0, last])  # the local level does not
+    assert not torch.allclose(before[0, -1, last], after[0, -1, last])  # the deepest sees it
+    torch.testing.assert_close(before[0, 0, last], after[0, 0, last])  # the local level does not
 
 
 def test_private_blocks_of_modalities_do_not_overwrite_each_other():
