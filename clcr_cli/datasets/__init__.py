@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 
 from clcr_cli.datasets import ave, cremad, ks, manifest, mmsa, ucf101
-from clcr_cli.datasets.base import Dataset, DatasetOptions
+from clcr_cli.datasets.base import TARGETS, Dataset, DatasetOptions
 from clcr_cli.datasets.layout import LoadedDataset, Skipped
 from clcr_cli.errors import ConfigError
 
@@ -45,11 +45,15 @@ DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 def load_dataset(name: str, options: DatasetOptions) -> Dataset:
     """Find the samples of dataset ``name``; a ConfigError names the known datasets."""
+    if options.target is not None and options.target not in TARGETS:
+        raise ConfigError(f"--target: must be one of {', '.join(TARGETS)}, not {options.target!r}")
     if name in LOADERS:
         if options.manifest is not None:
             raise ConfigError(
                 f"'{name}' is a built-in dataset; give a --manifest dataset a new name"
             )
+        if options.target is not None:
+            raise ConfigError(f"--target is for --manifest datasets; '{name}' has its own target")
         return LOADERS[name](options)
     if options.manifest is None:
         raise ConfigError(

@@ -20,6 +20,7 @@ reason. A video with several distinct events gets one sample per event, with id
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -61,10 +62,10 @@ def read_events(path: Path) -> list[Event]:
             event = Event(category, video_id, float(start), float(end))
         except ValueError:
             raise DataError(path, f"line {line_no} is not '{HEADER}': {line}") from None
-        if not category or not video_id or not 0 <= event.start < event.end:
+        if not category or not video_id or not 0 <= event.start < event.end < math.inf:
             raise DataError(
                 path,
-                f"line {line_no} has an empty field or a window that is not 0 <= start < end: {line}",
+                f"line {line_no} has an empty field or a window that is not 0 <= start < end (finite): {line}",
             )
         events.append(event)
     if not events:

@@ -6,7 +6,9 @@ it decodes nothing. The extract stage feeds the sources to the shared extractors
 
 Modality *sources* (``DatasetInfo.modalities`` maps modality name -> source):
 
-- ``"text"``:  ``Sample.text`` (a string), encoded to BERT early/mid/late levels;
+- ``"text"``:  ``Sample.text`` (a string) or ``Sample.text_file`` (a UTF-8 file, read at
+  extract time by ``clcr_cli.features.text.read_text_file``, so that a bad file is one
+  sample's error), encoded to BERT early/mid/late levels;
 - ``"audio"``: ``Sample.audio`` (a .wav or a container with an audio track), log-mel/MFCC;
 - ``"video"``: ``Sample.video`` (a video file or a still image), sampled uint8 frames;
 - ``"flow"``:  ``Sample.video``, dense optical flow between sampled frames;
@@ -18,13 +20,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 SPLITS = ("train", "valid", "test")
 Source = Literal["text", "audio", "video", "flow", "array"]
 Target = Literal["classification", "regression"]
+TARGETS: tuple[str, ...] = get_args(Target)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class Sample:
     split: str  # one of SPLITS
     label: float  # class index (as a number) or regression target
     text: str | None = None
+    text_file: Path | None = None  # the text lives in this file (read at extract time)
     audio: Path | None = None
     video: Path | None = None
     # (start, end) in seconds: audio and video are cut to this window (AVE's events)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -143,8 +144,10 @@ def build_dataset(
 ) -> LoadedDataset:
     """Check the invariants every loader promises, then wrap the result.
 
-    Ids are unique, every split is one of SPLITS and non-empty, class labels index
-    ``info.class_names``. ``source`` is the file or folder named in errors.
+    Ids are unique, every split is one of SPLITS and non-empty, labels are finite, class
+    labels index ``info.class_names``, and there are at least two distinct labels (one
+    class, or one regression value, leaves nothing to learn). ``source`` is the file or
+    folder named in errors.
     """
     duplicates = [i for i, n in Counter(s.id for s in samples).items() if n > 1]
     if duplicates:
@@ -158,10 +161,26 @@ def build_dataset(
     empty = [split for split in SPLITS if counts[split] == 0]
     if empty:
         raise DataError(source, f"no samples in split(s) {', '.join(empty)} ({dict(counts)} found)")
+    not_finite = [s.id for s in samples if not math.isfinite(s.label)]
+    if not_finite:
+        raise DataError(
+            source,
+            f"{len(not_finite)} label(s) are NaN or infinite (missing values?): {name_few(not_finite)}",
+        )
     if info.target == "classification":
         bad = [s.id for s in samples if s.label not in range(info.num_classes)]
         if bad:
             raise DataError(
                 source, f"{len(bad)} label(s) outside 0..{info.num_classes - 1}: {name_few(bad)}"
             )
+    labels = {s.label for s in samples}
+    if len(labels) < 2:
+        (label,) = labels
+        if info.target == "classification":
+            only, needed = f"class '{info.class_names[int(label)]}'", "two classes"
+        else:
+            only, needed = f"the label {label:g}", "two distinct values"
+        raise DataError(
+            source, f"all {len(samples)} samples have {only}; {info.target} needs at least {needed}"
+        )
     return LoadedDataset(info=info, samples=samples, root=root, skipped=tuple(skipped))

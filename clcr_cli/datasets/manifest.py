@@ -16,16 +16,23 @@ A sample has one visual file (``Sample.video``), so ``video`` and ``image`` excl
 each other. Relative paths are resolved against the manifest's folder (which is also
 ``Dataset.root``); other columns are ignored.
 
+A ``text`` cell ending in ``.txt`` names a file that is read at extract time
+(``Sample.text_file``): a file that is not UTF-8 or is blank fails that sample alone,
+which ``--on-error skip`` records.
+
 Target: ``--target`` (``options.target``) when given. Otherwise classification, unless
 every label is a number and some are not whole, which can only be regression.
 Classification class names are the sorted unique labels (numerically when all are
 integers, so "10" follows "9"); the label is the index of its name. Regression labels
-must all be numbers.
+must all be numbers. Refused, with the row: a label that reads as NaN or infinity (a
+missing value, whatever the target), and, without ``--target``, labels that mix numbers
+and names (``0, 1, NA``: a missing value, or a class named like one).
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 from clcr_cli.datasets.base import SPLITS, DatasetInfo, DatasetOptions, Sample, Source, Target
@@ -38,18 +45,21 @@ MODALITY_COLUMNS: dict[str, Source] = {
     "image": "video",
     "text": "text",
 }
+# the Sample field that receives a modality column's file
+SAMPLE_FIELD = {"audio": "audio", "video": "video", "image": "video", "text": "text_file"}
 REQUIRED_COLUMNS = ("id", "split", "label")
+Row = tuple[int, dict[str, str]]  # (row number in the file, the header's first row being 1; cells)
 
 
-def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header (lower-cased) and rows of the manifest, cells stripped."""
+def read_rows(path: Path) -> tuple[list[str], list[Row]]:
+    """Header (lower-cased) and numbered non-blank rows of the manifest, cells stripped."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = [c.strip().lower() for c in next(reader, [])]
             rows = [
-                dict(zip(header, (c.strip() for c in row), strict=False))
-                for row in reader
+                (number, dict(zip(header, (c.strip() for c in row), strict=False)))
+                for number, row in enumerate(reader, 2)
                 if any(row)
             ]
     except (UnicodeDecodeError, csv.Error) as err:
@@ -65,12 +75,29 @@ def is_number(text: str) -> bool:
     return True
 
 
-def infer_target(labels: list[str]) -> Target:
-    if (
-        labels
-        and all(is_number(x) for x in labels)
-        and any(not float(x).is_integer() for x in labels)
-    ):
+def check_label_numbers(manifest: Path, rows: list[Row]) -> None:
+    """Refuse NaN/infinite labels (missing values), naming the first such row."""
+    for number, row in rows:
+        label = row["label"]
+        if is_number(label) and not math.isfinite(float(label)):
+            raise DataError(
+                manifest,
+                f"row {number}: label '{label}' is NaN or infinite (a missing value?); "
+                "fill it in or drop the row",
+            )
+
+
+def infer_target(manifest: Path, rows: list[Row]) -> Target:
+    """Regression when every label is a number and some are not whole, else classification."""
+    names = [(number, row["label"]) for number, row in rows if not is_number(row["label"])]
+    if names and len(names) < len(rows):
+        number, label = names[0]
+        raise DataError(
+            manifest,
+            f"row {number}: label '{label}' is not a number but other labels are; "
+            "pass --target classification if it names a class",
+        )
+    if not names and any(not float(row["label"]).is_integer() for _, row in rows):
         return "regression"
     return "classification"
 
@@ -82,9 +109,37 @@ def class_names_of(labels: list[str]) -> tuple[str, ...]:
     return tuple(sorted(unique))
 
 
+def label_values(
+    manifest: Path, rows: list[Row], target: Target | None
+) -> tuple[Target, tuple[str, ...], list[float]]:
+    """The target, the class names (empty for regression) and each row's label value."""
+    check_label_numbers(manifest, rows)
+    target = target or infer_target(manifest, rows)
+    labels = [row["label"] for _, row in rows]
+    if target == "regression":
+        bad = [f"row {n} '{row['label']}'" for n, row in rows if not is_number(row["label"])]
+        if bad:
+            raise DataError(manifest, f"regression labels must be numbers: {name_few(bad)}")
+        return target, (), [float(x) for x in labels]
+    class_names = class_names_of(labels)
+    return target, class_names, [float(class_names.index(x)) for x in labels]
+
+
 def resolve(manifest: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else manifest.parent / path
+
+
+def check_rows(manifest: Path, rows: list[Row], modalities: list[str]) -> None:
+    """Every row fills the required and modality columns and names a known split."""
+    for number, row in rows:
+        empty = [c for c in (*REQUIRED_COLUMNS, *modalities) if not row.get(c)]
+        if empty:
+            raise DataError(manifest, f"row {number}: empty {', '.join(empty)}")
+        if row["split"] not in SPLITS:
+            raise DataError(
+                manifest, f"row {number}: split '{row['split']}' is not one of {', '.join(SPLITS)}"
+            )
 
 
 def load(options: DatasetOptions, name: str) -> LoadedDataset:
@@ -110,29 +165,11 @@ def load(options: DatasetOptions, name: str) -> LoadedDataset:
         raise DataError(manifest, "has both video and image columns; a sample has one visual file")
     if not rows:
         raise DataError(manifest, "lists no samples")
-    for row_no, row in enumerate(rows, 2):  # row 1 is the header
-        empty = [c for c in (*REQUIRED_COLUMNS, *modalities) if not row.get(c)]
-        if empty:
-            raise DataError(manifest, f"row {row_no}: empty {', '.join(empty)}")
-        if row["split"] not in SPLITS:
-            raise DataError(
-                manifest, f"row {row_no}: split '{row['split']}' is not one of {', '.join(SPLITS)}"
-            )
-
-    labels = [row["label"] for row in rows]
-    target = options.target or infer_target(labels)
-    if target == "regression":
-        bad = [f"row {n} '{x}'" for n, x in enumerate(labels, 2) if not is_number(x)]
-        if bad:
-            raise DataError(manifest, f"regression labels must be numbers: {name_few(bad)}")
-        class_names: tuple[str, ...] = ()
-        values = [float(x) for x in labels]
-    else:
-        class_names = class_names_of(labels)
-        values = [float(class_names.index(x)) for x in labels]
+    check_rows(manifest, rows, modalities)
+    target, class_names, values = label_values(manifest, rows, options.target)
 
     samples, missing = [], []
-    for row, value in zip(rows, values, strict=True):
+    for (_, row), value in zip(rows, values, strict=True):
         fields: dict[str, object] = {}
         for column in modalities:
             cell = row[column]
@@ -142,10 +179,8 @@ def load(options: DatasetOptions, name: str) -> LoadedDataset:
             path = resolve(manifest, cell)
             if not path.is_file():
                 missing.append(cell)
-            elif column == "text":
-                fields["text"] = path.read_text(encoding="utf-8").strip()
             else:
-                fields["audio" if column == "audio" else "video"] = path
+                fields[SAMPLE_FIELD[column]] = path
         samples.append(Sample(id=row["id"], split=row["split"], label=value, **fields))
     if missing:
         raise DataError(

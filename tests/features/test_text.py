@@ -7,11 +7,14 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from clcr_cli.errors import ConfigError
+from clcr_cli.errors import ConfigError, DataError
+from clcr_cli.features import text as text_module
 from clcr_cli.features.text import (
     EmptyTextError,
     TextLevelEncoder,
+    clip_text,
     default_layers,
+    read_text_file,
     resolve_text_model,
 )
 
@@ -94,3 +97,90 @@ def test_cached_hub_id_resolves_without_network(tmp_path, monkeypatch) -> None:
     (refs / "main").write_text("0" * 40)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
     assert resolve_text_model("acme/tiny-bert") == snapshot
+
+
+def test_text_file_drops_bom_and_outer_whitespace(tmp_path) -> None:
+    (tmp_path / "note.txt").write_bytes(b"\xef\xbb\xbf  caf\xc3\xa9 au lait\r\n")
+    assert read_text_file(tmp_path / "note.txt") == "café au lait"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"caf\xe9 noir", "not UTF-8 text (invalid continuation byte at byte 3)"),
+        (b"  \n\t ", "empty text"),
+    ],
+)
+def test_bad_text_file_is_a_data_error_naming_it(tmp_path, content, problem) -> None:
+    path = tmp_path / "note.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_text_file(path)
+    assert str(err.value) == f"{path}: {problem}"
+
+
+def test_text_file_read_stops_at_max_text_chars(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(text_module, "MAX_TEXT_CHARS", 10)
+    path = tmp_path / "long.txt"  # the byte limit (40) falls inside a 2-byte character
+    path.write_bytes(("a" + "é" * 50).encode() + b"\xff never read")
+    assert read_text_file(path) == "a" + "é" * 9
+    with pytest.raises(DataError) as err:
+        read_text_file(tmp_path)  # a folder
+    assert str(err.value) == f"{tmp_path}: cannot read text (Is a directory)"
+
+
+def words(n: int, seed: int) -> str:
+    """``n`` words of ordinary, odd and very long kinds, with irregular spacing."""
+    rng = np.random.default_rng(seed)
+    kinds = [
+        "sound",
+        "louder,",
+        "Übermaß",
+        "x" * 150,
+        "tick-tock!",
+        "日本語",
+        "12.5%",
+        "\u00e9t\u00e9",
+    ]
+    spaces = [" ", "  ", "\n", " \t "]
+    return "".join(
+        kinds[rng.integers(len(kinds))] + spaces[rng.integers(len(spaces))] for _ in range(n)
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [words(3000, 0), words(3000, 1), " " * 5000 + words(200, 2), "x" * 3000 + " " + words(100, 3)],
+)
+def test_clip_keeps_every_token_that_max_len_keeps(encoder: TextLevelEncoder, text: str) -> None:
+    clipped = encoder.clip(text)
+    assert len(clipped) < len(text)
+
+    def ids(t: str) -> list[int]:
+        return encoder.tokenizer(t, truncation=True, max_length=encoder.max_len)["input_ids"]
+
+    assert ids(clipped) == ids(text)
+
+
+def test_long_text_is_cut_before_tokenising(encoder: TextLevelEncoder, monkeypatch) -> None:
+    tokenizer, longest = encoder.tokenizer, []
+
+    def spy(texts: str | list[str], **kwargs: object) -> object:
+        longest.append(max(map(len, [texts] if isinstance(texts, str) else texts)))
+        return tokenizer(texts, **kwargs)
+
+    monkeypatch.setattr(encoder, "tokenizer", spy)
+    huge = "the noise grew louder " * 2_500_000  # 55 MB of text
+    levels, lengths = encoder.encode([huge, "Short."])
+    assert max(longest) <= 8 * encoder.max_len and lengths[0] == encoder.max_len
+    np.testing.assert_array_equal(levels, encoder.encode([huge[:1000], "Short."])[0])
+
+
+def test_clip_without_spaces_stops_at_max_text_chars(monkeypatch) -> None:
+    monkeypatch.setattr(text_module, "MAX_TEXT_CHARS", 1000)
+
+    def no_counting(text: str) -> int:
+        raise AssertionError("a prefix without a space boundary cannot be checked")
+
+    assert clip_text("x" * 5000, 16, no_counting) == "x" * 1000
+    assert clip_text("short text", 16, no_counting) == "short text"

@@ -95,3 +95,88 @@ def test_bad_inputs(tmp_path: Path) -> None:
             read_frames(tmp_path / name)
     with pytest.raises(ConfigError):
         read_frames(tmp_path / "garbage.mp4", num_frames=0)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width x height`` (the pixel data is never reached)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("suffix", "params"),
+    [(".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".bmp", [])],
+)
+def test_image_size_comes_from_the_header(tmp_path: Path, suffix: str, params: list[int]) -> None:
+    path = tmp_path / f"still{suffix}"
+    cv2.imwrite(str(path), np.full((40, 60, 3), 90, np.uint8), params)
+    assert tuple(video.image_size(path)) == (60, 40)
+
+
+def test_decompression_bomb_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_only(30000, 30000))
+
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("decoded a refused image")
+
+    monkeypatch.setattr(video.cv2, "imread", no_decoding)
+    with pytest.raises(DataError) as err:
+        read_frames(bomb)
+    assert str(err.value) == (
+        f"{bomb}: 30000x30000 pixels is more than the 100,000,000 allowed; refused before decoding"
+    )
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".mp4"])
+def test_pixel_limit_holds_for_every_image_format_and_video_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ramp_clip: Path, suffix: str
+) -> None:
+    if suffix == ".mp4":
+        path = ramp_clip  # 64 x 48 frames
+    else:
+        path = tmp_path / f"still{suffix}"
+        cv2.imwrite(str(path), np.zeros((48, 64, 3), np.uint8))
+    monkeypatch.setattr(video, "MAX_PIXELS", 64 * 48 - 1)
+    monkeypatch.setattr(video, "_decode", lambda *args: pytest.fail("decoded a refused video"))
+    with pytest.raises(
+        DataError, match=rf"{path.name}: 64x48 pixels is more than the 3,071 allowed"
+    ):
+        read_frames(path)
+    monkeypatch.setattr(video, "MAX_PIXELS", 64 * 48)
+    if suffix != ".mp4":
+        assert read_frames(path, size=8).shape == (1, 8, 8, 3)
+
+
+def test_unknown_or_truncated_image_headers(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "real.jpg"), np.zeros((8, 8, 3), np.uint8))
+    cases = {
+        "gif.png": (b"GIF89a" + b"\0" * 40, "not a PNG, JPEG or BMP image (no size in its header)"),
+        "cut.jpg": ((tmp_path / "real.jpg").read_bytes()[:30], "image header is truncated"),
+        "cut.bmp": (b"BM" + b"\0" * 10, "image header is truncated"),
+    }
+    for name, (content, problem) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError) as err:
+            read_frames(tmp_path / name)
+        assert str(err.value) == f"{tmp_path / name}: {problem}"
+
+
+def test_infinite_window_is_refused(ramp_clip: Path) -> None:
+    with pytest.raises(DataError, match=r"ramp.mp4: bad time window \(1.0, inf\)"):
+        read_frames(ramp_clip, window=(1.0, float("inf")))
