@@ -62,7 +62,7 @@ def matmul_gflops(n: int = MATMUL_SIZE, repeats: int = MATMUL_REPEATS) -> float:
 
 def train_epochs(model, split, batch_size: int, lr: float, epochs: int, device: str) -> dict[str, float]:
     """Seconds, seconds waiting for batches, and samples seen over ``epochs`` epochs."""
-    from clcr_cli.stages.data import batches
+    from clcr_cli.training.data import batches
 
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     shuffle = torch.Generator().manual_seed(0)
@@ -125,15 +125,13 @@ def step_seconds(model, batch, repeats: int = STEP_REPEATS) -> float:
 
 
 def run(n_samples: int, workdir: Path, size: str = "small", epochs: int = EPOCHS) -> Result:
-    from clcr_cli.stages.overhead import measure_overhead
-
+    from bench.overhead import measure_overhead
     from clcr_cli.config import extract_config, load_toml, train_config
     from clcr_cli.model import build_model, estimate_flops
     from clcr_cli.runtime import resolve_device
-    from clcr_cli.stages.data import FeatureStats, batches, load_split, standardise
     from clcr_cli.stages.extract import run_extract
-    from clcr_cli.stages.train import model_config
     from clcr_cli.store import FeatureStore
+    from clcr_cli.training.data import FeatureStats, batches, load_split, model_config, standardise
 
     device = resolve_device("auto")
     cfg = train_config(load_toml(DEMO_TOML), {})

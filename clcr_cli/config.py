@@ -1,56 +1,94 @@
-"""Stage options as dataclasses, TOML loading and the precedence between them.
+"""Every stage's options, declared once, and how they are given.
 
-Precedence, highest first: an option given on the command line, the stage's section of
-``--config FILE.toml`` (``[extract]``, ``[train]``, ...), the dataset's defaults
-(:data:`DATASET_EXTRACT_DEFAULTS`), the dataclass defaults below.
+An *option* is a dataclass field whose metadata has a ``help`` text (:func:`option` makes
+one): the field gives its name, default and type, the metadata its help, whether it
+changes the result (``key``: part of the stage's cache key), bounds (``low``, ``high``)
+and, where the flag is not ``--<name>``, its ``flag``. Everything else is derived from
+these declarations: the command's flags (``cli.py``), the TOML sections, ``--set
+KEY=VALUE``, checking and coercing values (:func:`coerce`), the cache keys
+(:func:`key_options`) and the ``status`` listing (:func:`non_default_options`).
+Declaring a new option is one line, e.g. in :class:`TrainConfig`::
+
+    label_smoothing: float = option(0.0, "Label smoothing of the task loss.", low=0, high=1)
+
+A field whose default is a dataclass of options is a *section*: ``TrainConfig.model`` is
+the model's :class:`~clcr_cli.model.ModelConfig` (its fields carry their help in the same
+way; ``modalities``, ``task`` and ``num_classes`` come from the data and are no options).
+A section's option is written ``model.d`` (``[train.model]`` in TOML), or ``d`` alone,
+since no name is used twice within a stage.
+
+Precedence, highest first: a flag on the command line, ``--set KEY=VALUE``, the stage's
+section of ``--config FILE.toml`` (``[extract]``, ``[train]``, ``[eval]``, ``[ablate]``,
+``[noise]``), the dataset's or the task's defaults (:data:`DATASET_EXTRACT_DEFAULTS`,
+:func:`train_defaults`), the declared defaults. A value of the wrong type, out of range
+or for an unknown option is a :class:`ConfigError` of one line naming the option.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
-from collections.abc import Mapping
+import types
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from clcr_cli.errors import ConfigError
+from clcr_cli.model.batch import ModalitySpec
+from clcr_cli.model.config import ModelConfig
 
 T = TypeVar("T")
 
 
+def option(
+    default: Any,
+    help: str,
+    *,
+    key: bool = True,
+    low: float | None = None,
+    high: float | None = None,
+    flag: str | None = None,
+) -> Any:
+    """A dataclass field that is an option (see the module's docstring)."""
+    metadata = {"help": help, "key": key, "low": low, "high": high, "flag": flag}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def section(factory: Any, help: str) -> Any:
+    """A dataclass field holding a dataclass of options, made by ``factory``."""
+    return dataclasses.field(default_factory=factory, metadata={"help": help, "section": True})
+
+
 @dataclasses.dataclass
 class ExtractConfig:
-    """Options of ``clcr extract``. See the README's "extract" section for each one."""
+    """Options of ``clcr extract``."""
 
-    dataset: str = "synth"
-    root: str | None = None  # default: <workdir>/raw/<dataset>
-    split_file: str | None = None
-    fold: int = 1
-    aligned: bool = False
-    manifest: str | None = None
-    target: str | None = None
-    n_samples: int = 240
-    seed: int = 0
-    # text: BERT hidden-state levels
-    text_model: str = "minilm"
-    text_layers: tuple[int, ...] | None = None  # default: evenly spaced, e.g. (2, 4, 6)
-    text_max_len: int = 64
-    text_batch: int = 32
-    # audio: librosa / PyAV
-    sample_rate: int = 16000
-    audio_features: str = "logmel"
-    n_mels: int = 64
-    n_mfcc: int = 20
-    hop_length: int = 160
-    n_fft: int = 400
-    max_seconds: float = 10.0
-    # video: OpenCV
-    num_frames: int = 8
-    frame_size: int = 112
-    fps: float | None = None
-    # pipeline
-    part_size: int = 32  # samples per resumable part file
-    on_error: str = "fail"  # fail | skip
+    dataset: str = option("synth", "synth, synth-reg, cremad, ks, ave, ucf101, mosi, mosei, or a name for --manifest.")
+    root: str | None = option(None, "The dataset's folder (default: <workdir>/raw/<dataset>).")
+    split_file: str | None = option(None, "CREMA-D train.csv or Kinetics-Sounds my_train.txt (the test list beside it).")
+    fold: int = option(1, "UCF101 official split.", low=1, high=3)
+    aligned: bool = option(False, "MOSI/MOSEI: aligned_50.pkl instead of unaligned_50.pkl.", flag="--aligned/--unaligned")
+    manifest: str | None = option(None, "CSV manifest of a user's dataset (id, split, label, audio/video/image/text).")
+    target: Literal["classification", "regression"] | None = option(None, "Manifest target (default: from the labels).")
+    n_samples: int = option(240, "synth: number of samples to generate.", low=10)
+    seed: int = option(0, "Random seed: the generated dataset and carved valid splits.")
+    text_model: str = option("minilm", "'minilm' (offline default), a local HF model folder, or a cached hub id.")
+    text_layers: tuple[int, ...] | None = option(None, "Hidden-state indices of the text levels, e.g. 2,4,6 (default: evenly spaced).", low=0)
+    text_max_len: int = option(64, "Tokens per transcript (padded/truncated).", low=1)
+    text_batch: int = option(32, "Transcripts per BERT forward pass.", key=False, low=1)
+    sample_rate: int = option(16000, "Audio sample rate (Hz).", low=1)
+    audio_features: Literal["logmel", "mfcc", "logmel+mfcc"] = option("logmel", "Audio features.")
+    n_mels: int = option(64, "Mel bands.", low=1)
+    n_mfcc: int = option(20, "MFCC coefficients.", low=1)
+    hop_length: int = option(160, "STFT hop (samples).", low=1)
+    n_fft: int = option(400, "STFT window (samples).", low=1)
+    max_seconds: float = option(10.0, "Audio longer than this is cut.", low=0)
+    num_frames: int = option(8, "Video frames per clip.", low=1)
+    frame_size: int = option(112, "Frames are resized to SIZE x SIZE.", low=1)
+    fps: float | None = option(None, "Sample frames at this rate (capped at --num-frames); default: evenly spaced.", low=0)
+    part_size: int = option(32, "Samples per resumable part file.", low=1)
+    on_error: Literal["fail", "skip"] = option("fail", "fail: stop at a bad sample; skip: record it in skipped.csv and go on.")
 
 
 # The built-in dataset is small by design: short clips, small frames, short transcripts.
@@ -66,94 +104,34 @@ DATASET_EXTRACT_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def load_toml(path: Path | None) -> dict[str, Any]:
-    """Read a config file; a missing or malformed file is a one-line error."""
-    if path is None:
-        return {}
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-
-
-def build_config(
-    cls: type[T],
-    section: str,
-    toml: Mapping[str, Any],
-    cli: Mapping[str, Any],
-    defaults: Mapping[str, Any] | None = None,
-    source: str = "config",
-) -> T:
-    """Merge dataclass defaults < ``defaults`` < ``toml[section]`` < ``cli`` (None = not given)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    from_file = dict(toml.get(section, {}))
-    unknown = sorted(set(from_file) - names)
-    if unknown:
-        raise ConfigError(f"{source}: unknown option(s) in [{section}]: {', '.join(unknown)}")
-    unknown = sorted(k for k, v in cli.items() if v is not None and k not in names)
-    if unknown:
-        raise ConfigError(
-            f"unknown {section} option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}"
-        )
-    values: dict[str, Any] = {}
-    values.update(defaults or {})
-    values.update(from_file)
-    values.update({k: v for k, v in cli.items() if v is not None})
-    for f in dataclasses.fields(cls):
-        if f.name in values and isinstance(values[f.name], list):
-            values[f.name] = tuple(values[f.name])
-    return cls(**values)
-
-
-def extract_config(toml: Mapping[str, Any], cli: Mapping[str, Any], source: str = "config") -> ExtractConfig:
-    """The extract options for the dataset named on the command line or in the file."""
-    dataset = cli.get("dataset") or toml.get("extract", {}).get("dataset") or ExtractConfig.dataset
-    cfg = build_config(
-        ExtractConfig, "extract", toml, cli, DATASET_EXTRACT_DEFAULTS.get(dataset, {}), source
-    )
-    if cfg.on_error not in ("fail", "skip"):
-        raise ConfigError(f"--on-error must be 'fail' or 'skip', not {cfg.on_error!r}")
-    if cfg.part_size < 1:
-        raise ConfigError("--part-size must be at least 1")
-    return cfg
+def _model_options() -> ModelConfig:
+    return ModelConfig(modalities=())  # the data-derived fields are filled in by training
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Options of ``clcr train``. Defaults follow the paper: SGD (momentum 0.9), lr 1e-3,
-    weight decay 1e-4, batch 64, 100 epochs."""
+    """Options of ``clcr train``: the training recipe, and the model's options in ``model``.
+    Defaults follow the paper: SGD (momentum 0.9), lr 1e-3, weight decay 1e-4, batch 64,
+    100 epochs."""
 
-    task: str = "synth"
-    model: str = "clcr"  # clcr | late-fusion | early-fusion | misa
-    variant: str = "full"
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    optimizer: str = "sgd"  # sgd | adamw
-    scheduler: str = "none"  # none | cosine | warmup-cosine
-    warmup_epochs: int = 0  # warmup-cosine: linear warmup (at most epochs - 1), then cosine
-    grad_clip: float = 0.0  # 0: off
-    patience: int = 0  # early stopping after this many epochs without improvement; 0: off
-    d: int = 128
-    num_levels: int = 3
-    num_heads: int = 4
-    participation: float = 0.68
-    learn_budget: bool = True  # False: the participation rate stays at --budget (budget sweep)
-    lambda_intra: float = 0.1
-    lambda_inter: float = 0.1
-    regression_loss: str = "l1"
-    dropout: float = 0.1
-    valid_fraction: float = 0.1  # carved from train when the store has no valid split
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16: CUDA only)
-    compile: bool = False  # torch.compile the model (falls back to eager where unavailable)
-    stream_above_mb: float = 2048.0  # a split larger than this streams from HDF5 in batches
-    loader_workers: int = 0  # DataLoader worker processes when streaming
-    seed: int = 0
+    task: str = option("synth", "Dataset/task name.")
+    epochs: int = option(100, "Training epochs (paper: 100).", low=1)
+    batch_size: int = option(64, "Batch size (paper: 64).", low=1)
+    lr: float = option(1e-3, "Learning rate (paper: 1e-3).", low=0)
+    momentum: float = option(0.9, "SGD momentum.", low=0)
+    weight_decay: float = option(1e-4, "Weight decay.", low=0)
+    optimizer: Literal["sgd", "adamw"] = option("sgd", "Optimiser (paper: SGD).")
+    scheduler: Literal["none", "cosine", "warmup-cosine"] = option("none", "Learning-rate schedule, stepped per epoch.")
+    warmup_epochs: int = option(0, "warmup-cosine: linear warmup epochs (at most epochs - 1), then cosine.", low=0)
+    grad_clip: float = option(0.0, "Clip the gradient norm at this value (0: off).", low=0)
+    patience: int = option(0, "Early stopping after this many epochs without improvement (0: off).", low=0)
+    valid_fraction: float = option(0.1, "Share of train carved into valid where the store has no valid split.", low=0, high=1)
+    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "Arithmetic precision (fp16: CUDA only).")
+    compile: bool = option(False, "torch.compile the model (falls back to eager where unavailable).", key=False)
+    stream_above_mb: float = option(2048.0, "A split larger than this (MiB) streams from HDF5 in batches.", key=False, low=0)
+    loader_workers: int = option(0, "DataLoader worker processes when streaming.", key=False, low=0)
+    seed: int = option(0, "Random seed of the run.")
+    model: ModelConfig = section(_model_options, "The model's options: [train.model], --set model.KEY=VALUE.")
 
 
 # The paper's six datasets train with the paper's recipe (the TrainConfig defaults). Every
@@ -169,8 +147,8 @@ SHORT_BUDGET_RECIPE: dict[str, Any] = {
     "warmup_epochs": 2,
     "epochs": 30,
     "batch_size": 32,
-    "d": 64,
     "grad_clip": 1.0,
+    "model": {"d": 64},
 }
 
 
@@ -179,61 +157,299 @@ def train_defaults(task: str) -> dict[str, Any]:
     return {} if task in PAPER_TASKS else dict(SHORT_BUDGET_RECIPE)
 
 
-def train_config(toml: Mapping[str, Any], cli: Mapping[str, Any], source: str = "config") -> TrainConfig:
-    task = cli.get("task") or toml.get("train", {}).get("task") or TrainConfig.task
-    cfg = build_config(TrainConfig, "train", toml, cli, train_defaults(task), source)
-    checks = {
-        "optimizer": ("sgd", "adamw"),
-        "scheduler": ("none", "cosine", "warmup-cosine"),
-        "regression_loss": ("l1", "mse"),
-        "precision": ("fp32", "bf16", "fp16"),
-    }
-    for name, allowed in checks.items():
-        if getattr(cfg, name) not in allowed:
-            raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ConfigError("--epochs and --batch-size must be at least 1")
-    if cfg.warmup_epochs < 0:
-        raise ConfigError(f"warmup_epochs must be >= 0, got {cfg.warmup_epochs}")
-    return cfg
-
-
 @dataclasses.dataclass
 class EvalConfig:
     """Options of ``clcr eval``."""
 
-    split: str = "test"
-    missing: tuple[str, ...] = ()  # modalities evaluated as absent (masked)
-    batch_size: int = 256
-
-
-def eval_config(toml: Mapping[str, Any], cli: Mapping[str, Any], source: str = "config") -> EvalConfig:
-    cfg = build_config(EvalConfig, "eval", toml, cli, None, source)
-    if cfg.split not in ("train", "valid", "test"):
-        raise ConfigError(f"--split must be train, valid or test, not {cfg.split!r}")
-    return cfg
+    split: Literal["train", "valid", "test"] = option("test", "The split evaluated.")
+    missing: tuple[str, ...] = option((), "Evaluate with this modality absent (repeatable).")
+    # the flag --batch-size is train's: eval and its training share a command line
+    batch_size: int = option(256, "Samples per evaluation batch.", low=1, flag="--eval-batch-size")
 
 
 @dataclasses.dataclass
 class AblateConfig:
     """Options of ``clcr ablate``: which variants, seeds, budget rates and baselines."""
 
-    variants: tuple[str, ...] = ()  # default: every variant of the registry
-    seeds: tuple[int, ...] = (0,)
-    budget_sweep: tuple[float, ...] = ()  # participation rates r for the sparsity study
-    baselines: tuple[str, ...] = ()
-    split: str = "test"
+    variants: tuple[str, ...] = option((), "Variant to compare with full (repeatable; default: all).", flag="--variant")
+    seeds: tuple[int, ...] = option((0,), "Training seeds, e.g. 1,2,3.")
+    budget_sweep: tuple[float, ...] = option((), "Participation rates r of the sparsity study, e.g. 0.2,0.4,0.68,0.8,1.0.", low=0, high=1)
+    baselines: tuple[str, ...] = option((), "Add a baseline row (repeatable): late-fusion, early-fusion, misa.", flag="--baseline")
+    split: Literal["train", "valid", "test"] = option("test", "The split evaluated.")
 
 
 @dataclasses.dataclass
 class NoiseConfig:
     """Options of ``clcr noise``: Gaussian noise on test inputs (MultiBench's protocol)."""
 
-    sigmas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-    modality: str = "each"  # each | all | a modality name
-    noise_seeds: tuple[int, ...] = (0, 1, 2)
-    models: tuple[str, ...] = ("clcr", "late-fusion")
-    split: str = "test"
+    sigmas: tuple[float, ...] = option((0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), "Noise levels in training-std units, increasing.", low=0)
+    modality: str = option("each", "each (one curve per modality) | all | a modality name.")
+    noise_seeds: tuple[int, ...] = option((0, 1, 2), "Noise seeds.")
+    models: tuple[str, ...] = option(("clcr", "late-fusion"), "Models compared.")
+    split: Literal["train", "valid", "test"] = option("test", "The split evaluated.")
+
+
+SECTIONS: dict[str, type] = {
+    "extract": ExtractConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "ablate": AblateConfig,
+    "noise": NoiseConfig,
+}
+
+
+# --- reading the declarations -------------------------------------------------------------
+
+
+def options(cls: type) -> dict[str, dataclasses.Field]:
+    """The options of ``cls`` (fields with help), sections included, by name."""
+    return {f.name: f for f in dataclasses.fields(cls) if "help" in f.metadata}
+
+
+def sections(cls: type) -> dict[str, type]:
+    """The sections of ``cls``: name -> the dataclass of its options."""
+    return {n: type(f.default_factory()) for n, f in options(cls).items() if f.metadata.get("section")}
+
+
+def flag(name: str, f: dataclasses.Field) -> str:
+    """The command-line flag of option ``name``: ``--name-with-dashes`` unless declared."""
+    return f.metadata.get("flag") or f"--{name.replace('_', '-')}"
+
+
+def declared(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
+    """(path, field, type) of every option of ``cls``, its sections' options included
+    under their section's name (``model.d``)."""
+    hints = get_type_hints(cls)
+    for name, f in options(cls).items():
+        if f.metadata.get("section"):
+            yield from declared(sections(cls)[name], f"{prefix}{name}.")
+        else:
+            yield prefix + name, f, hints[name]
+
+
+def _owner(cls: type, name: str) -> str | None:
+    """The section of ``cls`` that has the option ``name``, if any."""
+    return next((s for s, sub in sections(cls).items() if name in options(sub)), None)
+
+
+# --- values: coercion and checking --------------------------------------------------------
+
+
+def coerce(value: Any, hint: Any) -> Any:
+    """``value`` as the type ``hint``; a ValueError says what was expected.
+
+    Strings (a flag, ``--set``) become numbers and booleans; a comma-separated string or a
+    list becomes a tuple; a ``Literal`` admits its values only.
+    """
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(value, inner)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"must be one of {', '.join(map(str, args))}, not {value!r}")
+        return value
+    if origin is tuple:
+        items: list[Any] = []
+        for item in value if isinstance(value, list | tuple) else [value]:
+            items += [p.strip() for p in item.split(",") if p.strip()] if isinstance(item, str) else [item]
+        kinds = [args[0]] * len(items) if args[-1] is Ellipsis else list(args)
+        if len(kinds) != len(items):
+            raise ValueError(f"expected {len(kinds)} values, got {len(items)}")
+        return tuple(coerce(i, k) for i, k in zip(items, kinds, strict=True))
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if hint in (int, float) and not isinstance(value, bool):
+        try:
+            number = hint(value) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if hint is int and isinstance(number, int):
+            return number
+        if hint is float and isinstance(number, int | float):
+            return float(number)
+    if hint is str and isinstance(value, str):
+        return value
+    expected = {int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+    raise ValueError(f"expected {expected}, got {value!r}")
+
+
+def _checked(value: Any, hint: Any, f: dataclasses.Field) -> Any:
+    value = coerce(value, hint)
+    low, high = f.metadata.get("low"), f.metadata.get("high")
+    for v in value if isinstance(value, tuple) else (value,):
+        if v is not None and low is not None and v < low:
+            raise ValueError(f"must be at least {low}, got {v!r}")
+        if v is not None and high is not None and v > high:
+            raise ValueError(f"must be at most {high}, got {v!r}")
+    return value
+
+
+def _read(cls: type, values: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+    """One layer of option values for ``cls``, checked and coerced, nested by section.
+
+    ``where`` says where the values come from, for the errors: ``"FILE: [train]"``,
+    ``"--set"``, or ``""`` for flags (an option is then named by its flag).
+    """
+    opts, subs, hints = options(cls), sections(cls), get_type_hints(cls)
+    out: dict[str, Any] = {}
+    unknown = []
+    for raw, value in values.items():
+        name = raw.replace("-", "_")
+        head, dot, rest = name.partition(".")
+        if head in subs and (dot or isinstance(value, Mapping)):
+            inner = {rest: value} if dot else value
+            out.setdefault(head, {}).update(_read(subs[head], inner, where, f"{prefix}{head}."))
+        elif not dot and name in opts and name not in subs:
+            try:
+                out[name] = _checked(value, hints[name], opts[name])
+            except ValueError as exc:
+                label = flag(name, opts[name]) if not where else f"{where} {prefix}{name}"
+                raise ConfigError(f"{label}: {exc}") from None
+        elif not dot and (owner := _owner(cls, name)) is not None:
+            out.setdefault(owner, {}).update(_read(subs[owner], {name: value}, where, f"{prefix}{owner}."))
+        else:
+            unknown.append(prefix + name)
+    if unknown:
+        names = [prefix + n for n in options(cls)] + [f"{prefix}{s}.{n}" for s, sub in subs.items() for n in options(sub)]
+        close = {m for u in unknown for m in difflib.get_close_matches(u, names, n=1)}
+        hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+        stage = next((s for s, c in SECTIONS.items() if c is cls), prefix.rstrip("."))
+        raise ConfigError(f"{where + ': ' if where else ''}unknown {stage} option(s): {', '.join(unknown)}{hint}")
+    return out
+
+
+def resolve(cls: type[T], layers: Iterable[tuple[str, Mapping[str, Any]]]) -> T:
+    """``cls`` with its defaults overlaid by each (where, values) layer, lowest first."""
+    merged: dict[str, Any] = {}
+    for where, values in layers:
+        for name, value in _read(cls, values, where).items():
+            merged[name] = {**merged.get(name, {}), **value} if isinstance(value, dict) else value
+    own = {n: v for n, v in merged.items() if n not in sections(cls)}
+    nested = {n: dataclasses.replace(f.default_factory(), **merged.get(n, {}))
+              for n, f in options(cls).items() if f.metadata.get("section")}
+    return cls(**own, **nested)
+
+
+# --- the stages' configs ------------------------------------------------------------------
+
+
+def load_toml(path: Path | None) -> dict[str, Any]:
+    """Read a config file; a missing or malformed file or an unknown section is one line."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        toml = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    unknown = [s for s in toml if s not in SECTIONS or not isinstance(toml[s], dict)]
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; sections: {', '.join(SECTIONS)}")
+    return toml
+
+
+def parse_set(items: Iterable[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs, values read as TOML literals (numbers, booleans, lists) or
+    else as strings; their types are checked when they meet their option."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        k, v = (s.strip() for s in item.split("=", 1))
+        try:
+            out[k] = tomllib.loads(f"v = {v}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[k] = v
+    return out
+
+
+def _check_model(model: ModelConfig) -> None:
+    """The model library's own checks, before any data exists: two stand-in modalities
+    fill the data-derived field (a ModelConfigError is one line, like a ConfigError)."""
+    stand_in = (ModalitySpec("a", "sequence", 1), ModalitySpec("b", "sequence", 1))
+    dataclasses.replace(model, modalities=stand_in).validate()
+
+
+def stage_config(
+    name: str,
+    toml: Mapping[str, Any] | None = None,
+    cli: Mapping[str, Any] | None = None,
+    source: str = "config",
+    sets: Mapping[str, Any] | None = None,
+) -> Any:
+    """The options of stage ``name`` from the file's ``[name]`` section, ``sets`` (``--set``)
+    and ``cli`` (flags), over the dataset's or task's defaults and the declared ones."""
+    cls = SECTIONS[name]
+    layers = [(f"{source}: [{name}]", (toml or {}).get(name, {})), ("--set", sets or {}), ("", cli or {})]
+    if cls is ExtractConfig:
+        layers.insert(0, ("defaults", DATASET_EXTRACT_DEFAULTS.get(resolve(cls, layers).dataset, {})))
+    if cls is TrainConfig:
+        layers.insert(0, ("defaults", train_defaults(resolve(cls, layers).task)))
+    cfg = resolve(cls, layers)
+    if cls is TrainConfig:
+        _check_model(cfg.model)
+    return cfg
+
+
+Values = Mapping[str, Any]
+
+
+def extract_config(
+    toml: Values | None = None, cli: Values | None = None, source: str = "config", sets: Values | None = None
+) -> ExtractConfig:
+    """The extract options (see :func:`stage_config`)."""
+    return stage_config("extract", toml, cli, source, sets)
+
+
+def train_config(
+    toml: Values | None = None, cli: Values | None = None, source: str = "config", sets: Values | None = None
+) -> TrainConfig:
+    """The train options, the model's included (see :func:`stage_config`)."""
+    return stage_config("train", toml, cli, source, sets)
+
+
+def command_configs(
+    config: Path | None, given: Mapping[str, Mapping[str, Any]], sets: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every config one command reads: each section of ``given`` (the flags by section,
+    ``sets`` going to the first), and for a command that trains, ``"extract"``: the
+    extraction pinned by the file's ``[extract]``, or None (the task's latest is used)."""
+    toml, source = load_toml(config), str(config)
+    first = next(iter(given))
+    out = {s: stage_config(s, toml, cli, source, sets if s == first else None) for s, cli in given.items()}
+    if "train" in out:
+        out["extract"] = extract_config(toml, {"dataset": out["train"].task}, source) if "extract" in toml else None
+    return out
+
+
+# --- options as data: keys and the status listing -----------------------------------------
+
+
+def option_values(cfg: Any, keyed_only: bool = False) -> dict[str, Any]:
+    """Every option of ``cfg`` by its bare name, a section's options included (names are
+    unique within a stage); with ``keyed_only``, those that are part of the cache key."""
+    out: dict[str, Any] = {}
+    for name, f in options(type(cfg)).items():
+        value = getattr(cfg, name)
+        if f.metadata.get("section"):
+            out.update(option_values(value, keyed_only))
+        elif f.metadata.get("key", True) or not keyed_only:
+            out[name] = value
+    return out
+
+
+def key_options(cfg: Any) -> dict[str, Any]:
+    """The options of ``cfg`` that change a stage's result: what its cache key holds."""
+    return option_values(cfg, keyed_only=True)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -246,29 +462,19 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-STAGE_DEFAULTS: dict[str, Any] = {
-    "train": TrainConfig,
-    "eval": EvalConfig,
-    "ablate": lambda: {"base": dataclasses.asdict(TrainConfig()), "ablate": dataclasses.asdict(AblateConfig())},
-    "noise": lambda: {"base": dataclasses.asdict(TrainConfig()), "noise": dataclasses.asdict(NoiseConfig())},
-}
+def _defaults(stage: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The options ``stage`` uses when given none, for the dataset or task of ``params``."""
+    if stage == "extract":
+        return option_values(extract_config({}, {"dataset": params.get("dataset", ExtractConfig.dataset)}))
+    if stage == "train":
+        return option_values(train_config({}, {"task": params.get("task", TrainConfig.task)}))
+    if stage in ("ablate", "noise"):
+        return {"base": _defaults("train", params.get("base", {})), stage: option_values(SECTIONS[stage]())}
+    return option_values(SECTIONS[stage]()) if stage in SECTIONS else {}
 
 
 def non_default_options(stage: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The options of a cached output that differ from the stage's defaults (for ``status``)."""
-    if stage == "extract":
-        dataset = params.get("dataset", ExtractConfig.dataset)
-        defaults = {**dataclasses.asdict(ExtractConfig()), **DATASET_EXTRACT_DEFAULTS.get(dataset, {})}
-    elif stage in STAGE_DEFAULTS:
-        made = STAGE_DEFAULTS[stage]()
-        defaults = made if isinstance(made, dict) else dataclasses.asdict(made)
-        task = params.get("task") or params.get("base", {}).get("task")
-        recipe = train_defaults(task) if task else {}
-        if stage == "train":
-            defaults.update(recipe)
-        elif "base" in defaults:
-            defaults["base"].update(recipe)
-    else:
-        defaults = {}
-    flat, base = _flatten(params), _flatten(defaults)
+    """The options of a cached output (its ``params``) that differ from what the stage uses
+    when given none, for its dataset or task (for ``clcr status``)."""
+    flat, base = _flatten(params), _flatten(_defaults(stage, params))
     return {k: v for k, v in flat.items() if k not in base or base[k] != v}

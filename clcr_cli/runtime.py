@@ -1,10 +1,7 @@
-"""Where computation runs and how it is seeded."""
+"""Where computation runs."""
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import torch
 
 from clcr_cli.errors import ConfigError
@@ -22,9 +19,3 @@ def resolve_device(device: str = "auto") -> str:
         raise ConfigError("--device cuda was asked for but no CUDA device is available")
     return device
 
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

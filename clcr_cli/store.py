@@ -27,7 +27,6 @@ Padded steps are zero. Everything is readable with plain ``h5py``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from clcr_cli.cache import atomic_path
 from clcr_cli.errors import DataError
 
 FORMAT_VERSION = 1
@@ -83,8 +83,7 @@ def _pad_stack(arrays: Sequence[np.ndarray], axis: int, length: int, dtype: str)
 
 def write_part(path: Path, part: PartData, layouts: dict[str, ModalityLayout]) -> None:
     """Write one part atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("id", data=np.array(part.ids, dtype=object), dtype=STR)
         f.create_dataset("split", data=np.array(part.splits, dtype=object), dtype=STR)
         f.create_dataset("label", data=np.asarray(part.labels, dtype="f8"))
@@ -98,7 +97,6 @@ def write_part(path: Path, part: PartData, layouts: dict[str, ModalityLayout]) -
             g.create_dataset("length", data=lengths)
             if arrays:
                 g.create_dataset("data", data=_pad_stack(arrays, axis, int(lengths.max()), layout.dtype))
-    os.replace(tmp, path)
 
 
 def read_part_skipped(path: Path) -> list[tuple[str, str, str]]:
@@ -133,8 +131,7 @@ def assemble_store(
                     continue
                 max_len[name] = max(max_len[name], int(f[name]["length"][()].max()))
                 row_shape[name] = f[name]["data"].shape[1:]
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update({"clcr_format": FORMAT_VERSION, "num_samples": n})
         f.attrs.update({k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in attrs.items()})
         meta = f.create_group("meta")
@@ -180,7 +177,6 @@ def assemble_store(
                     data[start:stop] = np.pad(block, pad)
                     length[start:stop] = part[name]["length"][()]
                 start = stop
-    os.replace(tmp, out)
     return n
 
 
@@ -213,6 +209,7 @@ class FeatureStore:
             raise DataError(self.path, "not a clcr feature store (or one of another format version)")
         self.dataset: str = f.attrs["dataset"]
         self.target: str = f.attrs["target"]
+        self.extract_key: str = f.attrs.get("extract_key", "")  # the extract output's key
         self.class_names: list[str] = json.loads(f.attrs["class_names"])
         self.settings: dict[str, Any] = json.loads(f.attrs.get("settings", "{}"))
         self.ids = np.array([s.decode() for s in f["meta/id"][()]], dtype=object)

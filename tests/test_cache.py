@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing as mp
 import time
@@ -120,21 +119,21 @@ def test_list_outputs_reports_state_and_params(tmp_path: Path):
 
 
 def test_status_shows_only_options_that_differ_from_defaults():
-    from clcr_cli.config import SHORT_BUDGET_RECIPE, TrainConfig, non_default_options
+    from clcr_cli.config import non_default_options, train_config
+    from clcr_cli.stages.train import train_params
 
-    params = dataclasses.asdict(TrainConfig(task="cremad", epochs=5, variant="full-mix"))
-    expected = {"task": "cremad", "epochs": 5, "variant": "full-mix"}
-    assert non_default_options("train", params) == expected
+    params = train_params(train_config({}, {"task": "cremad", "epochs": 5, "variant": "full-mix"}))
+    assert non_default_options("train", params) == {"epochs": 5, "variant": "full-mix"}
     # a task outside the paper's six trains with the short-budget recipe: that is its default
-    synth = dataclasses.asdict(TrainConfig(task="synth", **SHORT_BUDGET_RECIPE))
-    assert non_default_options("train", synth) == {}
+    assert non_default_options("train", train_params(train_config({}, {"task": "synth"}))) == {}
+    shared = train_params(train_config({}, {"task": "synth", "model.shared_dim": 16}))
+    assert non_default_options("train", shared) == {"shared_dim": 16}
     # the dataset's own defaults count as defaults
     extract = {"dataset": "synth", "num_frames": 16, "n_mels": 32, "root": "/x"}
     assert non_default_options("extract", extract) == {"n_mels": 32, "root": "/x"}
     nested = {"base": params, "noise": {"sigmas": [0.0, 0.5], "models": ["clcr", "late-fusion"]}}
     assert non_default_options("noise", nested) == {
-        "base.task": "cremad", "base.epochs": 5, "base.variant": "full-mix",
-        "noise.sigmas": [0.0, 0.5],
+        "base.epochs": 5, "base.variant": "full-mix", "noise.sigmas": [0.0, 0.5],
     }
 
 
@@ -158,6 +157,51 @@ def test_unknown_options_are_errors_not_ignored(tmp_path: Path):
         train_config({}, {"nosuch": 1})
     bad = tmp_path / "c.toml"
     bad.write_text("[train]\nepochz = 3\n")
-    with pytest.raises(ConfigError, match=r"c.toml: unknown option\(s\) in \[train\]: epochz"):
+    with pytest.raises(ConfigError, match=r"c.toml: \[train\]: unknown train option\(s\): epochz \(did you mean epochs\?\)"):
         train_config(load_toml(bad), {}, str(bad))
     assert train_config({"train": {"epochs": 3}}, {"epochs": 5}).epochs == 5  # CLI wins over TOML
+
+
+def _slow_work(calls: list[int]) -> dict[str, int]:
+    calls.append(1)
+    time.sleep(0.5)
+    return {"calls": len(calls)}
+
+
+def test_produce_does_the_work_once_for_concurrent_callers(tmp_path: Path):
+    """The second caller waits on the lock, then finds the output complete and reuses it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.console import Console
+
+    from clcr_cli.cache import produce
+
+    calls: list[int] = []
+    quiet = Console(quiet=True)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(
+            lambda _: produce(StageDir(tmp_path, key()), lambda: _slow_work(calls), console=quiet), range(2)
+        ))
+    assert len(calls) == 1 and sorted(r is None for r in results) == [False, True]
+    assert StageDir(tmp_path, key()).manifest()["summary"] == {"calls": 1}
+    assert produce(StageDir(tmp_path, key()), lambda: _slow_work(calls), console=quiet) is None
+    assert produce(StageDir(tmp_path, key()), lambda: _slow_work(calls), force=True, console=quiet) == {"calls": 2}
+
+
+def test_atomic_path_removes_a_failed_write_and_stale_temps_of_dead_writers(tmp_path: Path):
+    import subprocess
+
+    from clcr_cli.cache import atomic_path, remove_stale_temps
+
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "out.bin") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead = tmp_path / f".data.tmp-{finished.pid}-deadbeef"
+    (dead / "audio").mkdir(parents=True)
+    live = tmp_path / f".other.tmp-{__import__('os').getpid()}-0000beef"
+    live.write_text("being written")
+    remove_stale_temps(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [live.name]

@@ -8,11 +8,14 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -27,10 +30,10 @@ from clcr_cli.config import (
 )
 from clcr_cli.model.batch import Batch
 from clcr_cli.stages.ablate import run_ablate
-from clcr_cli.stages.data import FeatureStats
 from clcr_cli.stages.evaluate import run_eval
 from clcr_cli.stages.noise import gaussian_noise, noised_sets, run_noise
 from clcr_cli.stages.train import run_train
+from clcr_cli.training.data import FeatureStats
 
 N_SAMPLES = 160
 EXTRACT = {"dataset": "synth", "n_samples": N_SAMPLES, "part_size": 40}
@@ -187,6 +190,60 @@ def test_cli_eval_json(workdir: Path, trained: Path):
     payload = json.loads(result.stdout)
     assert payload["runs"][0]["train"] == str(trained)
     assert payload["mean_std"]["acc"][1] == 0.0
+
+
+def test_cli_model_options_from_flags_set_and_toml_reach_the_model(workdir: Path, trained: Path, tmp_path: Path):
+    config = tmp_path / "c.toml"
+    config.write_text("[train]\nepochs = 1\n\n[train.model]\nshared_dim = 8\n")
+    args = ["train", "--task", "synth", "--workdir", str(workdir), "--config", str(config),
+            "--set", "model.budget_scale=2.0", "--tcn-kernel", "5", "--no-learn-budget"]
+    for k, v in QUICK.items():
+        args += [f"--{k.replace('_', '-')}", str(v)] if k != "epochs" else []
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = Path(result.stdout.strip())
+    model = json.loads((out / "model.json").read_text())["model_config"]
+    assert (model["shared_dim"], model["budget_scale"], model["tcn_kernel"], model["learn_budget"]) == (8, 2.0, 5, False)
+    assert (model["d"], model["num_heads"]) == (QUICK["d"], QUICK["num_heads"])
+    params = json.loads((out / "params.json").read_text())["params"]
+    assert params["shared_dim"] == 8 and "whitening" not in params  # unset new options stay out of the key
+
+
+def _slowed(monkeypatch, module, name: str) -> list[int]:
+    """Replace ``module.name`` by a slower version that counts its calls."""
+    calls: list[int] = []
+    original = getattr(module, name)
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        time.sleep(2)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, slow)
+    return calls
+
+
+def _twice_at_once(run):
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda _: run(), range(2)))
+
+
+def test_concurrent_eval_ablate_and_noise_do_the_work_once(workdir: Path, trained: Path, monkeypatch):
+    from clcr_cli.stages import ablate, evaluate, noise
+
+    quiet = Console(quiet=True)
+    calls = _slowed(monkeypatch, evaluate, "evaluate")
+    first, second = _twice_at_once(lambda: run_eval(trained, EvalConfig(split="valid"), console=quiet))
+    assert len(calls) == 1 and first == second
+    base = train_config({}, {"task": "synth", **QUICK})
+    calls = _slowed(monkeypatch, ablate, "write_tables")
+    cfg = AblateConfig(variants=("full",), split="valid")
+    first, second = _twice_at_once(lambda: run_ablate(base, extract_cfg(), cfg, workdir, console=quiet))
+    assert len(calls) == 1 and first == second
+    calls = _slowed(monkeypatch, noise, "sweep")
+    cfg = NoiseConfig(sigmas=(0.0, 1.0), noise_seeds=(7,), models=("clcr",), modality="all", split="valid")
+    first, second = _twice_at_once(lambda: run_noise(base, extract_cfg(), cfg, workdir, console=quiet))
+    assert len(calls) == 1 and first == second
 
 
 @pytest.mark.slow

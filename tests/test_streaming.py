@@ -15,23 +15,25 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from clcr_cli.config import TrainConfig
+from clcr_cli.config import TrainConfig, resolve
 from clcr_cli.distributed import Dist
 from clcr_cli.model import build_model
-from clcr_cli.stages.data import (
+from clcr_cli.stages.train import train_key
+from clcr_cli.store import FeatureStore, ModalityLayout, PartData, assemble_store, write_part
+from clcr_cli.training.data import (
     FeatureStats,
     SplitData,
     StoreSplit,
     batches,
     carve_valid,
     load_rows,
+    model_config,
     open_split,
     split_megabytes,
     standardise,
 )
-from clcr_cli.stages.inference import predict
-from clcr_cli.stages.train import fit, model_config, train_key, warmup_cosine
-from clcr_cli.store import FeatureStore, ModalityLayout, PartData, assemble_store, write_part
+from clcr_cli.training.inference import predict
+from clcr_cli.training.loop import fit, warmup_cosine
 
 LAYOUTS = {
     "text": ModalityLayout("levels", "text", "float32"),
@@ -44,6 +46,11 @@ TINY = dict(
     scheduler="warmup-cosine", warmup_epochs=1, seed=3,
 )
 TIMING_COLUMNS = ("seconds", "samples_per_s")
+
+
+def tiny(**options) -> TrainConfig:
+    """TINY over the declared defaults (no task recipe), the model's options among them."""
+    return resolve(TrainConfig, [("test", {**TINY, **options})])
 
 
 def write_store(folder: Path, n: int = N_SAMPLES) -> Path:
@@ -128,7 +135,7 @@ def test_predict_on_a_streamed_split_equals_in_memory(store_path: Path):
     with FeatureStore(store_path) as store:
         memory, streamed, _ = both_splits(store, store.split_indices("valid"))
         torch.manual_seed(0)
-        model = build_model(model_config(TrainConfig(**TINY), store))
+        model = build_model(model_config(tiny(), store))
         a = predict(model, memory, 5, "cpu")
         b = predict(model, streamed, 5, "cpu", workers=2)
     assert a.ids == b.ids and np.array_equal(a.output, b.output) and np.array_equal(a.target, b.target)
@@ -158,7 +165,7 @@ def test_open_split_streams_above_the_threshold_and_carves_valid_rows(store_path
 def run_fit(store_path: Path, out: Path, console: Console | None = None, after_epoch=None,
             **options) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(**{**TINY, **options})
+    cfg = tiny(**options)
     with FeatureStore(store_path) as store:
         fit(cfg, store, out, Dist(), console or Console(file=io.StringIO()), after_epoch)
     return out
@@ -246,7 +253,7 @@ def test_failed_compile_falls_back_to_eager_with_one_line(store_path, in_memory_
 
 
 def test_run_only_options_leave_the_cache_key_alone():
-    base = TrainConfig(**TINY)
+    base = tiny()
     key = train_key(base, "abc").digest
     for change in ({"compile": True}, {"stream_above_mb": 0.0}, {"loader_workers": 4}):
         assert train_key(dataclasses.replace(base, **change), "abc").digest == key, change

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from clcr_cli.model.batch import ModalitySpec
@@ -18,30 +18,34 @@ class ModelConfig:
     False. ``budget_scale`` is the initial scale gamma_m of the budget's scores (intraced.py). ``shared_dim``/``private_dim`` (k_sh, k_pr) default to d // 2 each; k_sh + k_pr <= d.
     ``whitening`` picks the regularisers' whitening ("standardise" or "full", see losses.py);
     ``reg_max_tokens`` caps the tokens the token-level regularisers look at.
+
+    ``modalities``, ``task`` and ``num_classes`` come from the data; every other field is a
+    setting, and its ``help`` metadata makes it an option of ``clcr train`` (``clcr_cli.config``).
     """
 
     modalities: tuple[ModalitySpec, ...]
     task: Literal["classification", "regression"] = "classification"
     num_classes: int = 2
-    model: str = "clcr"
-    variant: str = "full"
-    d: int = 128
-    num_levels: int = 3
-    num_heads: int = 4
-    participation: float = 0.68
-    learn_budget: bool = True
-    budget_scale: float = 4.0
-    shared_dim: int | None = None
-    private_dim: int | None = None
-    lambda_intra: float = 0.1
-    lambda_inter: float = 0.1
-    regression_loss: Literal["l1", "mse"] = "l1"
-    whitening: Literal["standardise", "full"] = "standardise"
-    dropout: float = 0.1
-    max_len: int = 512
-    frame_channels: tuple[int, int, int] = (16, 32, 64)
-    tcn_kernel: int = 3
-    reg_max_tokens: int = 4096
+    # the settings a user chooses; ``help`` makes each an option of ``clcr train``
+    model: str = field(default="clcr", metadata={"help": "clcr | late-fusion | early-fusion | misa."})
+    variant: str = field(default="full", metadata={"help": "Ablation variant: full, no-hierarchy, no-intraced, no-intercad, full-mix, no-reg, ..."})
+    d: int = field(default=128, metadata={"help": "Width of every level."})
+    num_levels: int = field(default=3, metadata={"help": "Semantic levels L (paper: 3)."})
+    num_heads: int = field(default=4, metadata={"help": "Attention heads (divide d and shared_dim)."})
+    participation: float = field(default=0.68, metadata={"help": "Initial budget participation rate r (paper: ~0.68).", "flag": "--budget"})
+    learn_budget: bool = field(default=True, metadata={"help": "Learn the participation rate (off: it stays at --budget)."})
+    budget_scale: float = field(default=4.0, metadata={"help": "Initial scale gamma_m of the budget's token scores."})
+    shared_dim: int | None = field(default=None, metadata={"help": "Width k_sh of the shared basis (default: d // 2)."})
+    private_dim: int | None = field(default=None, metadata={"help": "Width k_pr of each private basis (default: d // 2); k_sh + k_pr <= d."})
+    lambda_intra: float = field(default=0.1, metadata={"help": "Weight of L_intra."})
+    lambda_inter: float = field(default=0.1, metadata={"help": "Weight of L_inter."})
+    regression_loss: Literal["l1", "mse"] = field(default="l1", metadata={"help": "Task loss of regression."})
+    whitening: Literal["standardise", "full"] = field(default="standardise", metadata={"help": "Whitening of the regularisers' cross-correlation."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout rate."})
+    max_len: int = field(default=512, metadata={"help": "Most steps a sequence may have (positional table)."})
+    frame_channels: tuple[int, int, int] = field(default=(16, 32, 64), metadata={"help": "Channels of the frame CNN's three stages."})
+    tcn_kernel: int = field(default=3, metadata={"help": "Kernel size of the TCN stages (odd)."})
+    reg_max_tokens: int = field(default=4096, metadata={"help": "Most tokens the token-level regularisers look at."})
 
     @property
     def shared_width(self) -> int:

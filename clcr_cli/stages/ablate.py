@@ -21,8 +21,8 @@ from typing import Any
 
 from rich.console import Console
 
-from clcr_cli.cache import StageDir, StageKey
-from clcr_cli.config import AblateConfig, EvalConfig, ExtractConfig, TrainConfig
+from clcr_cli.cache import StageDir, StageKey, produce
+from clcr_cli.config import AblateConfig, EvalConfig, ExtractConfig, TrainConfig, key_options
 from clcr_cli.errors import ConfigError
 from clcr_cli.metrics import (
     METRIC_NAMES,
@@ -32,11 +32,13 @@ from clcr_cli.metrics import (
     primary_metric,
 )
 from clcr_cli.model import BASELINES, VARIANTS
-from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.evaluate import run_eval
-from clcr_cli.stages.train import run_train
+from clcr_cli.stages.train import run_train, train_params
 
 ABLATE_VERSION = 2  # 2: paired differences with intervals
+RUNS_CSV = "runs.csv"
+ABLATION_CSV = "ablation.csv"
+ABLATION_MD = "ablation.md"
 
 
 def planned_runs(base: TrainConfig, cfg: AblateConfig) -> list[tuple[str, TrainConfig]]:
@@ -57,7 +59,7 @@ def planned_runs(base: TrainConfig, cfg: AblateConfig) -> list[tuple[str, TrainC
     ]
     plans += [(b, {"model": b, "variant": "full"}) for b in cfg.baselines]
     return [
-        (label, dataclasses.replace(base, seed=seed, **changes))
+        (label, dataclasses.replace(base, seed=seed, model=dataclasses.replace(base.model, **changes)))
         for label, changes in plans
         for seed in cfg.seeds
     ]
@@ -107,45 +109,41 @@ def run_ablate(
     for i, (label, tcfg) in enumerate(plans, 1):
         console.rule(f"ablate {base.task} [{i}/{len(plans)}]: {label}, seed {tcfg.seed}")
         train_dir = run_train(tcfg, extract_cfg, workdir, force=force, device=device, console=console)
-        metrics = run_eval(
-            train_dir, EvalConfig(split=cfg.split), device=resolve_device(device), console=console
-        )
+        metrics = run_eval(train_dir, EvalConfig(split=cfg.split), device=device, console=console)
         results.append((label, tcfg.seed, train_dir, metrics))
+    params = {"base": train_params(base, keyed_only=False), "ablate": key_options(cfg)}
+    inputs = {f"{label}/{seed}": d.name for label, seed, d, _ in results}
+    stage = StageDir(workdir, StageKey("ablate", ABLATE_VERSION, base.task, params, inputs))
+    produce(stage, lambda: write_tables(stage.path, results), force=force, console=console)
+    console.print((stage.path / ABLATION_MD).read_text())
+    return stage.path
+
+
+def write_tables(out: Path, results: list[tuple[str, int, Path, dict[str, Any]]]) -> dict[str, Any]:
+    """runs.csv, ablation.csv and ablation.md of the (label, seed, train folder, metrics)
+    ``results`` into ``out``; the summary."""
     target = results[0][3]["target"]
     names = list(METRIC_NAMES[target])
     primary, _ = primary_metric(target)
-    params = {"base": dataclasses.asdict(base), "ablate": dataclasses.asdict(cfg)}
-    inputs = {f"{label}/{seed}": d.name for label, seed, d, _ in results}
-    stage = StageDir(workdir, StageKey("ablate", ABLATE_VERSION, base.task, params, inputs))
-    if stage.is_complete() and not force:
-        console.print(f"[green]reusing[/] ablate {base.task} ({stage.key.digest}): {stage.path}")
-        console.print((stage.path / "ablation.md").read_text())
-        return stage.path
-    with stage.lock(on_wait=console.print):
-        stage.begin(force=force)
-        with open(stage.path / "runs.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["label", "seed", *names, "train"])
-            for label, seed, train_dir, m in results:
-                writer.writerow([label, seed, *(m["metrics"][n] for n in names), str(train_dir)])
-        labels = list(dict.fromkeys(label for label, *_ in results))
-        summary = {
-            label: mean_std([m["metrics"] for lab, _, _, m in results if lab == label]) for label in labels
-        }
-        rows = []
-        for label in labels:
-            row: dict[str, Any] = {"label": label}
-            for n in names:
-                row[n + "_mean"], row[n + "_std"] = summary[label][n]
-            row["delta"], row["delta_low"], row["delta_high"] = paired_with_full(
-                results, label, primary
-            )
-            rows.append(row)
-        with open(stage.path / "ablation.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        (stage.path / "ablation.md").write_text(_markdown(rows, names, primary))
-        stage.complete({"runs": len(results)})
-    console.print((stage.path / "ablation.md").read_text())
-    return stage.path
+    with open(out / RUNS_CSV, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["label", "seed", *names, "train"])
+        for label, seed, train_dir, m in results:
+            writer.writerow([label, seed, *(m["metrics"][n] for n in names), str(train_dir)])
+    labels = list(dict.fromkeys(label for label, *_ in results))
+    summary = {
+        label: mean_std([m["metrics"] for lab, _, _, m in results if lab == label]) for label in labels
+    }
+    rows = []
+    for label in labels:
+        row: dict[str, Any] = {"label": label}
+        for n in names:
+            row[n + "_mean"], row[n + "_std"] = summary[label][n]
+        row["delta"], row["delta_low"], row["delta_high"] = paired_with_full(results, label, primary)
+        rows.append(row)
+    with open(out / ABLATION_CSV, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / ABLATION_MD).write_text(_markdown(rows, names, primary))
+    return {"runs": len(results)}

@@ -13,7 +13,6 @@ Cache:    reused when complete; keyed by the train output's key and the options.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,13 @@ from typing import Any
 from rich.console import Console
 from torch import nn
 
-from clcr_cli.cache import StageDir, StageKey
-from clcr_cli.config import EvalConfig
+from clcr_cli.cache import MANIFEST, StageDir, StageKey, produce
+from clcr_cli.config import EvalConfig, key_options
 from clcr_cli.errors import ConfigError, DataError
-from clcr_cli.stages.data import FeatureStats, SplitData, load_split, standardise
-from clcr_cli.stages.inference import Predictions, compute_metrics, load_trained, predict
+from clcr_cli.runtime import resolve_device
 from clcr_cli.store import FeatureStore
+from clcr_cli.training.data import FeatureStats, SplitData, load_split, standardise
+from clcr_cli.training.inference import Predictions, compute_metrics, load_trained, predict
 
 EVAL_VERSION = 1
 METRICS_FILE = "metrics.json"
@@ -35,7 +35,7 @@ PREDICTIONS_FILE = "predictions.csv"
 
 
 def _train_meta(train_dir: Path) -> dict[str, Any]:
-    manifest = train_dir / "manifest.json"
+    manifest = train_dir / MANIFEST
     if not manifest.is_file():
         raise DataError(train_dir, "not a complete train output (run `clcr train` first)")
     return json.loads(manifest.read_text())
@@ -102,40 +102,41 @@ def run_eval(
     cfg: EvalConfig,
     *,
     force: bool = False,
-    device: str = "cpu",
+    device: str = "auto",
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Evaluate (or reuse) and return the content of ``metrics.json``."""
     console = console or Console(stderr=True)
     train = _train_meta(train_dir)
-    key = StageKey("eval", EVAL_VERSION, train["dataset"], dataclasses.asdict(cfg), {"train": train["key"]})
+    key = StageKey("eval", EVAL_VERSION, train["dataset"], key_options(cfg), {"train": train["key"]})
     stage = StageDir(train_dir, key)
-    if stage.is_complete() and not force:
-        return json.loads((stage.path / METRICS_FILE).read_text())
-    with stage.lock(on_wait=console.print):
-        stage.begin(force=force)
-        loaded = load_for_eval(train_dir, cfg.split, device)
-        pred, metrics = loaded.predict(cfg.batch_size, device, missing=cfg.missing)
-        result = {
-            "task": train["dataset"],
-            "target": loaded.target,
-            "split": cfg.split,
-            "missing": list(cfg.missing),
-            "train": str(train_dir),
-            "train_key": train["key"],
-            "model": train["params"]["model"],
-            "variant": train["params"]["variant"],
-            "seed": train["params"]["seed"],
-            "num_samples": len(pred.ids),
-            "metrics": metrics,
-            "loss": pred.loss,
-            "modalities": list(loaded.kinds),
-            "level_weights": None if pred.level_weights is None else pred.level_weights.tolist(),
-            "modality_weights": None
-            if pred.modality_weights is None
-            else pred.modality_weights.tolist(),
-        }
-        write_predictions(stage.path / PREDICTIONS_FILE, pred, cfg.split, loaded.target, loaded.class_names)
-        (stage.path / METRICS_FILE).write_text(json.dumps(result, indent=2))
-        stage.complete({"metrics": {k: v for k, v in metrics.items() if k != "confusion"}})
-    return result
+    produce(stage, lambda: evaluate(train_dir, train, cfg, resolve_device(device), stage.path),
+            force=force, console=console)
+    return json.loads((stage.path / METRICS_FILE).read_text())
+
+
+def evaluate(train_dir: Path, train: dict[str, Any], cfg: EvalConfig, device: str, out: Path) -> dict[str, Any]:
+    """Evaluate the run in ``train_dir`` (``train``: its manifest) into ``out``: the
+    predictions, the metrics and the mechanism weights. Returns the metrics' summary."""
+    loaded = load_for_eval(train_dir, cfg.split, device)
+    pred, metrics = loaded.predict(cfg.batch_size, device, missing=cfg.missing)
+    write_predictions(out / PREDICTIONS_FILE, pred, cfg.split, loaded.target, loaded.class_names)
+    result = {
+        "task": train["dataset"],
+        "target": loaded.target,
+        "split": cfg.split,
+        "missing": list(cfg.missing),
+        "train": str(train_dir),
+        "train_key": train["key"],
+        "model": train["params"]["model"],
+        "variant": train["params"]["variant"],
+        "seed": train["params"]["seed"],
+        "num_samples": len(pred.ids),
+        "metrics": metrics,
+        "loss": pred.loss,
+        "modalities": list(loaded.kinds),
+        "level_weights": None if pred.level_weights is None else pred.level_weights.tolist(),
+        "modality_weights": None if pred.modality_weights is None else pred.modality_weights.tolist(),
+    }
+    (out / METRICS_FILE).write_text(json.dumps(result, indent=2))
+    return {"metrics": {k: v for k, v in metrics.items() if k != "confusion"}}

@@ -2,7 +2,7 @@
 
 Inputs:   a dataset loader's samples (``clcr_cli.datasets``), raw media under its root.
 Params:   :class:`~clcr_cli.config.ExtractConfig` minus the options that cannot change
-          the result (text batch size, device): see :func:`extract_key`.
+          the result (declared ``key=False``: the text batch size): see :func:`extract_key`.
 Outputs:  ``<workdir>/extract/<dataset>-<key>/``
             features.h5   the feature store (layout in ``clcr_cli.store``)
             skipped.csv   id, file, reason of every sample left out
@@ -14,9 +14,7 @@ Cache:    a complete output is reused; a killed run resumes after its last whole
 from __future__ import annotations
 
 import csv
-import dataclasses
 import importlib.metadata
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +23,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from clcr_cli.cache import LOCK, StageDir, StageKey
-from clcr_cli.config import ExtractConfig, extract_config
+from clcr_cli.cache import LOCK, StageDir, StageKey, atomic_path, complete_outputs, produce
+from clcr_cli.config import ExtractConfig, extract_config, key_options
 from clcr_cli.datasets import load_dataset, skipped_samples
 from clcr_cli.datasets.base import Dataset, DatasetOptions, Sample
 from clcr_cli.errors import ClcrError, ConfigError, DataError
@@ -37,8 +35,6 @@ from clcr_cli.store import ModalityLayout, PartData, assemble_store, read_part_s
 EXTRACT_VERSION = 1
 STORE_FILE = "features.h5"
 SKIPPED_FILE = "skipped.csv"
-# options that change how fast extraction runs, never what it writes
-NOT_IN_KEY = ("text_batch",)
 SOURCE_LAYOUT = {
     "text": ModalityLayout("levels", "text", "float32"),
     "audio": ModalityLayout("sequence", "audio", "float32"),
@@ -75,8 +71,8 @@ def dataset_options(cfg: ExtractConfig, workdir: Path) -> DatasetOptions:
 
 
 def extract_key(cfg: ExtractConfig, options: DatasetOptions) -> StageKey:
-    """The cache key: every option that can change what the store contains."""
-    params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_KEY}
+    """The cache key: every option that can change what the store contains, its paths resolved."""
+    params = key_options(cfg)
     params.update(
         root=str(options.root),
         split_file=str(options.split_file) if options.split_file else None,
@@ -150,6 +146,16 @@ class Featurizer:
             return a
         raise ClcrError(f"unknown modality source {source!r}")
 
+    def _text(self, sample: Sample) -> str:
+        """A sample's transcript: inline, or read from its file (a bad file fails the sample)."""
+        if sample.text_file is not None:
+            from clcr_cli.features.text import read_text_file
+
+            return read_text_file(sample.text_file)
+        if not (sample.text or "").strip():
+            raise DataError(self.dataset.root, f"sample {sample.id}: empty transcript")
+        return sample.text
+
     def part(self, samples: list[Sample]) -> tuple[PartData, list[tuple[Sample, DataError]]]:
         """Featurize ``samples``; failed samples come back with their error, not in the part."""
         feats: dict[str, dict[int, np.ndarray]] = {m: {} for m in self.sources}
@@ -165,14 +171,17 @@ class Featurizer:
         for modality, source in self.sources.items():
             if source != "text":
                 continue
-            todo = [i for i in range(len(samples)) if i not in failed]
-            for i in todo:
-                if not (samples[i].text or "").strip():
-                    failed[i] = DataError(self.dataset.root, f"sample {samples[i].id}: empty transcript")
-            todo = [i for i in todo if i not in failed]
-            if todo:
-                levels, lengths = self.text_encoder.encode([samples[i].text for i in todo])
-                for j, i in enumerate(todo):
+            texts: dict[int, str] = {}
+            for i, sample in enumerate(samples):
+                if i in failed:
+                    continue
+                try:
+                    texts[i] = self._text(sample)
+                except DataError as err:
+                    failed[i] = err
+            if texts:
+                levels, lengths = self.text_encoder.encode(list(texts.values()))
+                for j, i in enumerate(texts):
                     feats[modality][i] = levels[j][:, : lengths[j]]
         part = PartData()
         for i, sample in enumerate(samples):
@@ -199,12 +208,8 @@ def _package_versions() -> dict[str, str]:
 
 def latest_store(workdir: Path, dataset: str) -> Path | None:
     """The most recently completed ``features.h5`` of ``dataset`` under ``workdir``, if any."""
-    found = []
-    for manifest in Path(workdir).glob(f"extract/{dataset}-*/manifest.json"):
-        store = manifest.parent / STORE_FILE
-        if store.is_file() and json.loads(manifest.read_text()).get("dataset") == dataset:
-            found.append((manifest.stat().st_mtime, store))
-    return max(found)[1] if found else None
+    found = complete_outputs(workdir, "extract", dataset)
+    return found[-1] / STORE_FILE if found else None
 
 
 def resolve_store(
@@ -295,68 +300,97 @@ def run_extract(
     """
     console = console or Console(stderr=True)
     options = dataset_options(cfg, workdir)
-    key = extract_key(cfg, options)
-    stage = StageDir(workdir, key)
+    stage = StageDir(workdir, extract_key(cfg, options))
     store = stage.path / STORE_FILE
-    if stage.is_complete() and not force:
-        console.print(f"[green]reusing[/] extract {cfg.dataset} ({key.digest}): {store}")
-        return store
+    if shard is not None and force:
+        raise ConfigError("--force redoes the whole output: use it without --shard")
+    if shard is not None and not stage.is_complete():  # a complete output is reused below
+        return _extract_shard(stage, cfg, options, shard, device, console, lock_timeout, after_part)
+
+    def work() -> dict[str, Any]:
+        return _extract_all(stage, cfg, options, merge_only, device, console, after_part)
+
+    summary = produce(stage, work, force=force, console=console, lock_timeout=lock_timeout)
+    if summary is not None:
+        console.print(f"[green]extracted[/] {cfg.dataset}: {summary['samples']} samples, "
+                      f"{summary['skipped']} skipped -> {store}")
+    return store
+
+
+def _parts(stage: StageDir, cfg: ExtractConfig, options: DatasetOptions) -> tuple[Dataset, list[Path]]:
+    """The dataset and the paths of its part files (``part_size`` samples each)."""
     dataset = load_dataset(cfg.dataset, options)
     if not dataset.samples:
         raise DataError(options.root, "the dataset has no samples")
     n_parts = (len(dataset.samples) + cfg.part_size - 1) // cfg.part_size
-    parts = [stage.path / "parts" / f"part-{i:05d}.h5" for i in range(n_parts)]
-    if shard is not None:
-        if force:
-            raise ConfigError("--force redoes the whole output: use it without --shard")
-        i, n = shard
-        with stage.lock(lock_timeout, on_wait=console.print, name=f"{LOCK}-shard-{i}-of-{n}"):
-            stage.begin()
-            parts[0].parent.mkdir(exist_ok=True)
-            todo = [k for k in range(i, n_parts, n) if not parts[k].exists()]
-            _extract_parts(dataset, cfg, parts, todo, device, console, after_part)
-        console.print(
-            f"[green]shard {i}/{n}[/] of extract {cfg.dataset} done ({len(range(i, n_parts, n))} parts); "
-            "join the shards with `clcr extract --merge` and the same options"
-        )
-        return parts[0].parent
-    with stage.lock(lock_timeout, on_wait=console.print):
-        if stage.is_complete() and not force:
-            console.print(f"[green]reusing[/] extract {cfg.dataset} ({key.digest}): {store}")
-            return store
-        stage.begin(force=force)
+    return dataset, [stage.path / "parts" / f"part-{i:05d}.h5" for i in range(n_parts)]
+
+
+def _extract_shard(
+    stage: StageDir,
+    cfg: ExtractConfig,
+    options: DatasetOptions,
+    shard: tuple[int, int],
+    device: str,
+    console: Console,
+    lock_timeout: float | None,
+    after_part: Callable[[int], None] | None,
+) -> Path:
+    """Extract the missing parts of one shard, under that shard's own lock; the output is
+    completed later by a run without a shard (``--merge``)."""
+    dataset, parts = _parts(stage, cfg, options)
+    i, n = shard
+    with stage.lock(lock_timeout, on_wait=console.print, name=f"{LOCK}-shard-{i}-of-{n}"):
+        stage.begin()
         parts[0].parent.mkdir(exist_ok=True)
-        todo = [k for k, p in enumerate(parts) if not p.exists()]
-        if merge_only and todo:
-            raise ClcrError(
-                f"{parts[0].parent}: cannot merge, {len(todo)} of {n_parts} parts are missing "
-                f"(first: {parts[todo[0]].name}); run the missing shards first"
-            )
-        if len(todo) < n_parts:
-            console.print(f"resuming extract {cfg.dataset}: {n_parts - len(todo)}/{n_parts} parts done")
-        started = time.monotonic()
-        featurizer = _extract_parts(dataset, cfg, parts, todo, device, console, after_part)
-        skipped = [(s.id, "", s.reason) for s in skipped_samples(dataset)]
-        for p in parts:
-            skipped.extend(read_part_skipped(p))
-        with open(stage.path / SKIPPED_FILE, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["id", "file", "reason"])
-            writer.writerows(skipped)
-        attrs = {
-            "dataset": cfg.dataset,
-            "target": dataset.info.target,
-            "class_names": list(dataset.info.class_names),
-            "extract_key": key.digest,
-            "settings": {**key.params, **featurizer.settings()},
-            "versions": _package_versions(),
-        }
-        n = assemble_store(parts, store, store_layouts(dataset), attrs)
-        for p in parts:
-            p.unlink()
-        parts[0].parent.rmdir()
-        stage.complete(
-            {"samples": n, "skipped": len(skipped), "seconds": round(time.monotonic() - started, 2)}
+        todo = [k for k in range(i, len(parts), n) if not parts[k].exists()]
+        _extract_parts(dataset, cfg, parts, todo, device, console, after_part)
+    console.print(
+        f"[green]shard {i}/{n}[/] of extract {cfg.dataset} done ({len(range(i, len(parts), n))} parts); "
+        "join the shards with `clcr extract --merge` and the same options"
+    )
+    return parts[0].parent
+
+
+def _extract_all(
+    stage: StageDir,
+    cfg: ExtractConfig,
+    options: DatasetOptions,
+    merge_only: bool,
+    device: str,
+    console: Console,
+    after_part: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    """Extract every missing part, then join all parts into the store; the summary."""
+    dataset, parts = _parts(stage, cfg, options)
+    parts[0].parent.mkdir(exist_ok=True)
+    todo = [k for k, p in enumerate(parts) if not p.exists()]
+    if merge_only and todo:
+        raise ClcrError(
+            f"{parts[0].parent}: cannot merge, {len(todo)} of {len(parts)} parts are missing "
+            f"(first: {parts[todo[0]].name}); run the missing shards first"
         )
-    console.print(f"[green]extracted[/] {cfg.dataset}: {n} samples, {len(skipped)} skipped -> {store}")
-    return store
+    if len(todo) < len(parts):
+        console.print(f"resuming extract {cfg.dataset}: {len(parts) - len(todo)}/{len(parts)} parts done")
+    started = time.monotonic()
+    featurizer = _extract_parts(dataset, cfg, parts, todo, device, console, after_part)
+    skipped = [(s.id, "", s.reason) for s in skipped_samples(dataset)]
+    for p in parts:
+        skipped.extend(read_part_skipped(p))
+    with atomic_path(stage.path / SKIPPED_FILE) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "file", "reason"])
+        writer.writerows(skipped)
+    attrs = {
+        "dataset": cfg.dataset,
+        "target": dataset.info.target,
+        "class_names": list(dataset.info.class_names),
+        "extract_key": stage.key.digest,
+        "settings": {**stage.key.params, **featurizer.settings()},
+        "versions": _package_versions(),
+    }
+    n = assemble_store(parts, stage.path / STORE_FILE, store_layouts(dataset), attrs)
+    for p in parts:
+        p.unlink()
+    parts[0].parent.rmdir()
+    return {"samples": n, "skipped": len(skipped), "seconds": round(time.monotonic() - started, 2)}

@@ -27,20 +27,23 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from clcr_cli.cache import StageDir, StageKey
-from clcr_cli.config import EvalConfig, ExtractConfig, NoiseConfig, TrainConfig
+from clcr_cli.cache import StageDir, StageKey, produce
+from clcr_cli.config import EvalConfig, ExtractConfig, NoiseConfig, TrainConfig, key_options
 from clcr_cli.errors import ConfigError
 from clcr_cli.metrics import METRIC_NAMES, primary_metric, relative_robustness
 from clcr_cli.model.batch import Batch
 from clcr_cli.plots import plot_noise_curves
 from clcr_cli.progress import progress_bar
 from clcr_cli.runtime import resolve_device
-from clcr_cli.stages.data import FeatureStats, step_mask
 from clcr_cli.stages.evaluate import load_for_eval
-from clcr_cli.stages.train import run_train
+from clcr_cli.stages.train import run_train, train_params
 from clcr_cli.store import KIND_TIME_AXIS
+from clcr_cli.training.data import FeatureStats, step_mask
 
 NOISE_VERSION = 1
+CURVES_CSV = "curves.csv"
+SUMMARY_CSV = "summary.csv"
+ROBUSTNESS_CSV = "robustness.csv"
 
 
 def gaussian_noise(
@@ -98,72 +101,75 @@ def run_noise(
     device: str = "auto",
     console: Console | None = None,
 ) -> Path:
+    """Train (or reuse) each compared model, then sweep the noise levels; return the output folder."""
     console = console or Console(stderr=True)
     if list(cfg.sigmas) != sorted(set(cfg.sigmas)) or len(cfg.sigmas) < 2:
         raise ConfigError("--sigmas must be at least two increasing values, e.g. 0,0.1,0.2")
     train_dirs = {
-        model: run_train(
-            dataclasses.replace(base, model=model, variant="full"),
+        name: run_train(
+            dataclasses.replace(base, model=dataclasses.replace(base.model, model=name, variant="full")),
             extract_cfg,
             workdir,
             device=device,
             console=console,
         )
-        for model in cfg.models
+        for name in cfg.models
     }
-    params = {"base": dataclasses.asdict(base), "noise": dataclasses.asdict(cfg)}
-    stage = StageDir(
-        workdir, StageKey("noise", NOISE_VERSION, base.task, params, {m: d.name for m, d in train_dirs.items()})
-    )
-    if stage.is_complete() and not force:
-        console.print(f"[green]reusing[/] noise {base.task} ({stage.key.digest}): {stage.path}")
-        return stage.path
-    with stage.lock(on_wait=console.print):
-        stage.begin(force=force)
-        rows = []
-        # noise is drawn on the CPU before each batch moves, so it is the same on any device
-        eval_device, batch_size = resolve_device(device), EvalConfig.batch_size
-        with progress_bar(console, unit="eval") as progress:
-            for model_name, train_dir in train_dirs.items():
-                loaded = load_for_eval(train_dir, cfg.split, eval_device)
-                sets = noised_sets(cfg, list(loaded.kinds))
-                task = progress.add_task(
-                    f"noise {model_name}", total=len(sets) * len(cfg.sigmas) * len(cfg.noise_seeds)
-                )
-                for curve, modalities in sets.items():
-                    for sigma in cfg.sigmas:
-                        for seed in cfg.noise_seeds:
-                            g = torch.Generator().manual_seed(seed)
-                            transform = gaussian_noise(sigma, modalities, loaded.kinds, loaded.stats, g)
-                            _, metrics = loaded.predict(batch_size, eval_device, transform=transform)
-                            rows.append({"model": model_name, "modality": curve, "sigma": sigma, "seed": seed,
-                                         **{k: v for k, v in metrics.items() if k != "confusion"}})
-                            progress.advance(task)
-        target = loaded.target
-        metric, _ = primary_metric(target)
-        names = list(METRIC_NAMES[target])
-        with open(stage.path / "curves.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["model", "modality", "sigma", "seed", *names])
-            writer.writeheader()
-            writer.writerows(rows)
-        curves, summary, robustness = {}, [], []
-        for key in dict.fromkeys((r["model"], r["modality"]) for r in rows):
-            means, stds = [], []
-            for sigma in cfg.sigmas:
-                values = [r[metric] for r in rows if (r["model"], r["modality"]) == key and r["sigma"] == sigma]
-                means.append(float(np.mean(values)))
-                stds.append(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
-                summary.append([*key, sigma, means[-1], stds[-1]])
-            curves[f"{key[0]} ({key[1]})"] = (list(cfg.sigmas), means, stds)
-            robustness.append([*key, relative_robustness(cfg.sigmas, means)])
-        with open(stage.path / "summary.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["model", "modality", "sigma", f"{metric}_mean", f"{metric}_std"])
-            writer.writerows(summary)
-        with open(stage.path / "robustness.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["model", "modality", f"relative_robustness_{metric}"])
-            writer.writerows(robustness)
-        plot_noise_curves(curves, metric, stage.path / f"noise_{metric}.png", f"{base.task}: Gaussian noise")
-        stage.complete({"evaluations": len(rows)})
+    params = {"base": train_params(base, keyed_only=False), "noise": key_options(cfg)}
+    inputs = {name: d.name for name, d in train_dirs.items()}
+    stage = StageDir(workdir, StageKey("noise", NOISE_VERSION, base.task, params, inputs))
+    produce(stage, lambda: sweep(train_dirs, cfg, resolve_device(device), stage.path, base.task, console),
+            force=force, console=console)
     return stage.path
+
+
+def sweep(
+    train_dirs: dict[str, Path], cfg: NoiseConfig, device: str, out: Path, task: str, console: Console
+) -> dict[str, int]:
+    """Evaluate every model at every noise level and seed into ``out``: the curves, their
+    summary, the relative robustness and the plot. Returns the summary."""
+    rows = []
+    # noise is drawn on the CPU before each batch moves, so it is the same on any device
+    batch_size = EvalConfig.batch_size
+    with progress_bar(console, unit="eval") as progress:
+        for model_name, train_dir in train_dirs.items():
+            loaded = load_for_eval(train_dir, cfg.split, device)
+            sets = noised_sets(cfg, list(loaded.kinds))
+            bar = progress.add_task(
+                f"noise {model_name}", total=len(sets) * len(cfg.sigmas) * len(cfg.noise_seeds)
+            )
+            for curve, modalities in sets.items():
+                for sigma in cfg.sigmas:
+                    for seed in cfg.noise_seeds:
+                        g = torch.Generator().manual_seed(seed)
+                        transform = gaussian_noise(sigma, modalities, loaded.kinds, loaded.stats, g)
+                        _, metrics = loaded.predict(batch_size, device, transform=transform)
+                        rows.append({"model": model_name, "modality": curve, "sigma": sigma, "seed": seed,
+                                     **{k: v for k, v in metrics.items() if k != "confusion"}})
+                        progress.advance(bar)
+    metric, _ = primary_metric(loaded.target)
+    names = list(METRIC_NAMES[loaded.target])
+    with open(out / CURVES_CSV, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["model", "modality", "sigma", "seed", *names])
+        writer.writeheader()
+        writer.writerows(rows)
+    curves, summary, robustness = {}, [], []
+    for key in dict.fromkeys((r["model"], r["modality"]) for r in rows):
+        means, stds = [], []
+        for sigma in cfg.sigmas:
+            values = [r[metric] for r in rows if (r["model"], r["modality"]) == key and r["sigma"] == sigma]
+            means.append(float(np.mean(values)))
+            stds.append(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+            summary.append([*key, sigma, means[-1], stds[-1]])
+        curves[f"{key[0]} ({key[1]})"] = (list(cfg.sigmas), means, stds)
+        robustness.append([*key, relative_robustness(cfg.sigmas, means)])
+    with open(out / SUMMARY_CSV, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["model", "modality", "sigma", f"{metric}_mean", f"{metric}_std"])
+        writer.writerows(summary)
+    with open(out / ROBUSTNESS_CSV, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["model", "modality", f"relative_robustness_{metric}"])
+        writer.writerows(robustness)
+    plot_noise_curves(curves, metric, out / f"noise_{metric}.png", f"{task}: Gaussian noise")
+    return {"evaluations": len(rows)}

@@ -12,6 +12,7 @@ Not cached: the report reflects whatever the workspace holds when it is made.
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import shutil
@@ -20,8 +21,18 @@ from pathlib import Path
 
 from rich.console import Console
 
+from clcr_cli.cache import complete_outputs
 from clcr_cli.metrics import METRIC_NAMES, metric_label
 from clcr_cli.plots import plot_training_curves, plot_weights
+from clcr_cli.stages.ablate import ABLATION_CSV
+from clcr_cli.stages.evaluate import METRICS_FILE
+from clcr_cli.stages.noise import ROBUSTNESS_CSV
+from clcr_cli.training.inference import META_FILE
+from clcr_cli.training.loop import DIAGNOSTICS, HISTORY
+
+REPORT_DIR = "report"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
 
 
 @dataclass
@@ -32,20 +43,14 @@ class Section:
     images: list[str] = field(default_factory=list)  # file names inside the report folder
 
 
-def _complete(pattern: str, workdir: Path) -> list[Path]:
-    return sorted(p.parent for p in workdir.glob(pattern) if (p.parent / "manifest.json").is_file())
-
-
 def _read_csv_table(path: Path) -> tuple[list[str], list[list[str]]]:
-    import csv
-
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
     return rows[0], rows[1:]
 
 
 def evaluation_section(workdir: Path) -> tuple[Section, list[dict]]:
-    results = [json.loads((d / "metrics.json").read_text()) for d in _complete("train/*/eval/*/manifest.json", workdir)]
+    results = [json.loads((d / METRICS_FILE).read_text()) for d in complete_outputs(workdir, "eval")]
     section = Section("Evaluations", "One row per evaluated run (`clcr eval`).")
     for target in ("classification", "regression"):
         rows = [r for r in results if r["target"] == target]
@@ -100,12 +105,12 @@ def mechanisms_section(workdir: Path) -> Section:
     header = ["run", "model/variant", "level", "alpha mean", "alpha < 0.05", "alpha > 0.95",
               "rho_l", "theta_l", "w_l"]
     body = []
-    for d in _complete("train/*/manifest.json", workdir):
-        path = d / "diagnostics.json"
+    for d in complete_outputs(workdir, "train"):
+        path = d / DIAGNOSTICS
         if not path.is_file():
             continue
         diag = json.loads(path.read_text())
-        meta = json.loads((d / "model.json").read_text())["model_config"]
+        meta = json.loads((d / META_FILE).read_text())["model_config"]
         weights = diag.get("level_weights", [])
         for i, level in enumerate(diag["levels"]):
             alpha = level.get("alpha", {})
@@ -125,19 +130,19 @@ def mechanisms_section(workdir: Path) -> Section:
 def report_sections(workdir: Path, out: Path) -> list[Section]:
     evaluation, results = evaluation_section(workdir)
     sections = [evaluation, weights_section(results, out), mechanisms_section(workdir)]
-    for d in _complete("ablate/*/manifest.json", workdir):
-        sections.append(Section(f"Ablation: {d.name}", f"From `{d}`.", [_read_csv_table(d / "ablation.csv")]))
-    for d in _complete("noise/*/manifest.json", workdir):
+    for d in complete_outputs(workdir, "ablate"):
+        sections.append(Section(f"Ablation: {d.name}", f"From `{d}`.", [_read_csv_table(d / ABLATION_CSV)]))
+    for d in complete_outputs(workdir, "noise"):
         images = []
         for png in sorted(d.glob("*.png")):
             shutil.copyfile(png, out / f"{d.name}-{png.name}")
             images.append(f"{d.name}-{png.name}")
         sections.append(Section(f"Noise robustness: {d.name}", f"From `{d}`.",
-                                [_read_csv_table(d / "robustness.csv")], images))
+                                [_read_csv_table(d / ROBUSTNESS_CSV)], images))
     curves = Section("Training curves")
-    for d in _complete("train/*/manifest.json", workdir):
+    for d in complete_outputs(workdir, "train"):
         name = f"curves_{d.name}.png"
-        plot_training_curves(d / "history.csv", out / name)
+        plot_training_curves(d / HISTORY, out / name)
         curves.images.append(name)
     sections.append(curves)
     return sections
@@ -181,10 +186,10 @@ def to_html(sections: list[Section]) -> str:
 def run_report(workdir: Path, console: Console | None = None) -> Path:
     """Write ``<workdir>/report/report.md`` and ``report.html``; return the folder."""
     console = console or Console(stderr=True)
-    out = Path(workdir) / "report"
+    out = Path(workdir) / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     sections = report_sections(Path(workdir), out)
-    (out / "report.md").write_text(to_markdown(sections))
-    (out / "report.html").write_text(to_html(sections))
-    console.print(f"[green]report[/] -> {out / 'report.html'}")
+    (out / REPORT_MD).write_text(to_markdown(sections))
+    (out / REPORT_HTML).write_text(to_html(sections))
+    console.print(f"[green]report[/] -> {out / REPORT_HTML}")
     return out

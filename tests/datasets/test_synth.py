@@ -11,6 +11,7 @@ import pytest
 
 from clcr_cli.datasets import synth
 from clcr_cli.datasets.base import DatasetOptions
+from clcr_cli.datasets.synth import files, recipe
 from clcr_cli.errors import ConfigError
 from clcr_cli.features.audio import load_audio
 from clcr_cli.features.video import read_frames
@@ -38,7 +39,7 @@ def test_generation_is_deterministic_per_seed(dataset: synth.Dataset, tmp_path: 
     again = synth.load(DatasetOptions(root=tmp_path / "a", n_samples=N, seed=0))
     assert folder_bytes(again.root) == folder_bytes(dataset.root)
     other = synth.load(DatasetOptions(root=tmp_path / "b", n_samples=N, seed=1))
-    assert other.root.name == f"n{N}-seed1-v{synth.GENERATOR_VERSION}"
+    assert other.root.name == f"n{N}-seed1-v{recipe.GENERATOR_VERSION}"
     assert read_rows(other.root) != read_rows(dataset.root)
     same_name = "audio/synth00000.wav"
     assert folder_bytes(other.root)[same_name] != folder_bytes(dataset.root)[same_name]
@@ -50,12 +51,12 @@ def test_labels_follow_the_latent_factors(dataset: synth.Dataset, tmp_path: Path
     for sample, row in zip(dataset.samples, rows, strict=True):
         g, m, loc = int(row["global"]), int(row["mid"]), int(row["local"])
         assert sample.label == 4 * g + 2 * m + loc == int(row["label"])
-        assert synth.CLASS_NAMES[int(sample.label)] == row["class_name"]
+        assert recipe.CLASS_NAMES[int(sample.label)] == row["class_name"]
         assert row["class_name"] == "-".join(
             (
-                synth.FACTOR_NAMES["global"][g],
-                synth.FACTOR_NAMES["mid"][m],
-                synth.FACTOR_NAMES["local"][loc],
+                recipe.FACTOR_NAMES["global"][g],
+                recipe.FACTOR_NAMES["mid"][m],
+                recipe.FACTOR_NAMES["local"][loc],
             )
         )
         assert sample.text == row["text"]
@@ -75,19 +76,19 @@ def test_labels_follow_the_latent_factors(dataset: synth.Dataset, tmp_path: Path
 def test_splits_are_70_15_15_and_seeded(dataset: synth.Dataset) -> None:
     splits = [s.split for s in dataset.samples]
     assert (splits.count("train"), splits.count("valid"), splits.count("test")) == (28, 6, 6)
-    big = synth.assign_splits(240, 0)
+    big = recipe.assign_splits(240, 0)
     assert (big.count("train"), big.count("valid"), big.count("test")) == (168, 36, 36)
-    assert synth.assign_splits(240, 0) == big != synth.assign_splits(240, 1)
+    assert recipe.assign_splits(240, 0) == big != recipe.assign_splits(240, 1)
 
 
 def test_files_decode_to_the_expected_shapes(dataset: synth.Dataset) -> None:
     for sample in dataset.samples[:3]:
         audio = load_audio(sample.audio)
-        assert audio.shape == (int(synth.CLIP_SECONDS * synth.SAMPLE_RATE),)
+        assert audio.shape == (int(recipe.CLIP_SECONDS * recipe.SAMPLE_RATE),)
         assert np.abs(audio).max() > 0.05
         frames = read_frames(sample.video, num_frames=16, size=32)
         assert frames.shape == (16, 32, 32, 3)
-        raw = synth.generate_sample(0, int(sample.id.removeprefix("synth"))).frames
+        raw = recipe.generate_sample(0, int(sample.id.removeprefix("synth"))).frames
 
         def blocks(x: np.ndarray) -> np.ndarray:  # 4x4-pixel means: mp4v smooths pixel noise
             return x.reshape(16, 8, 4, 8, 4, 3).astype(float).mean(axis=(2, 4))
@@ -100,16 +101,16 @@ def test_generation_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     root.mkdir()
     finished = subprocess.Popen(["true"])
     finished.wait()
-    dead = root / f".tmp-n20-seed0-v{synth.GENERATOR_VERSION}-{finished.pid}-deadbeef"
+    dead = root / f".n20-seed0-v{recipe.GENERATOR_VERSION}.tmp-{finished.pid}-deadbeef"
     (dead / "audio").mkdir(parents=True)
     (dead / "transcripts.csv").write_text("half a file")
-    running = root / f".tmp-n99-seed0-v1-{__import__('os').getpid()}-0000beef"
+    running = root / f".n99-seed0-v1.tmp-{__import__('os').getpid()}-0000beef"
     running.mkdir()
 
     def broken_writer(path: Path, frames: np.ndarray) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(synth, "write_video", broken_writer)
+    monkeypatch.setattr(files, "write_video", broken_writer)
     with pytest.raises(OSError, match="disk full"):
         synth.load(DatasetOptions(root=root, n_samples=20))
     assert not dead.exists(), "a dead generation's temp folder is cleaned"
@@ -130,15 +131,15 @@ def test_bad_options() -> None:
 
 def test_corruption_rate_and_its_rendering() -> None:
     rng = np.random.default_rng(0)
-    latents = [synth.draw_latent(rng) for _ in range(4000)]
+    latents = [recipe.draw_latent(rng) for _ in range(4000)]
     corrupted = [lat.corrupted for lat in latents if lat.corrupted]
-    assert abs(len(corrupted) / len(latents) - synth.CORRUPTION_RATE) < 0.03
-    assert {m for m, _ in corrupted} == set(synth.MODALITIES) and {
+    assert abs(len(corrupted) / len(latents) - recipe.CORRUPTION_RATE) < 0.03
+    assert {m for m, _ in corrupted} == set(recipe.MODALITIES) and {
         lv for _, lv in corrupted
-    } == set(synth.LEVELS)
+    } == set(recipe.LEVELS)
     for lat in latents[:50]:
-        for modality in synth.MODALITIES:
-            flipped = {lv for lv in synth.LEVELS if lat.view(modality)[lv] != lat.factors[lv]}
+        for modality in recipe.MODALITIES:
+            flipped = {lv for lv in recipe.LEVELS if lat.view(modality)[lv] != lat.factors[lv]}
             assert flipped == (
                 {lat.corrupted[1]} if lat.corrupted and lat.corrupted[0] == modality else set()
             )
@@ -148,17 +149,17 @@ def test_text_expresses_each_level() -> None:
     """Text: event words carry the local factor, their run the rhythm, the order of the
     quiet and loud sentences the trend -- flipped where the text is corrupted."""
     for index in range(60):
-        row = synth.generate_sample(7, index).row
-        view = {lv: int(row[lv]) for lv in synth.LEVELS}
+        row = recipe.generate_sample(7, index).row
+        view = {lv: int(row[lv]) for lv in recipe.LEVELS}
         if row["corrupted_modality"] == "text":
             view[row["corrupted_level"]] ^= 1
         words = str(row["text"]).replace(".", " ").replace(",", " ").split()
-        events = [w for w in words if w in synth._EVENT_WORDS[0] + synth._EVENT_WORDS[1]]
-        assert events and all(w in synth._EVENT_WORDS[view["local"]] for w in events)
-        assert (len(events) == synth.TEXT_SLOTS) == bool(view["mid"])
+        events = [w for w in words if w in recipe._EVENT_WORDS[0] + recipe._EVENT_WORDS[1]]
+        assert events and all(w in recipe._EVENT_WORDS[view["local"]] for w in events)
+        assert (len(events) == recipe.TEXT_SLOTS) == bool(view["mid"])
         text = str(row["text"])
-        quiet = min(text.find(s) for s in synth._QUIET if s in text)
-        loud = min(text.find(s) for s in synth._LOUD if s in text)
+        quiet = min(text.find(s) for s in recipe._QUIET if s in text)
+        loud = min(text.find(s) for s in recipe._LOUD if s in text)
         assert (quiet < loud) == bool(view["global"])
 
 
@@ -198,11 +199,11 @@ def test_every_text_fits_the_token_budget() -> None:
     def longest(words: tuple[str, ...]) -> str:
         return max(words, key=lambda w: len(tokenizer.tokenize(w)))
 
-    event = longest(synth._EVENT_WORDS[0] + synth._EVENT_WORDS[1] + synth._GAP_WORDS)
+    event = longest(recipe._EVENT_WORDS[0] + recipe._EVENT_WORDS[1] + recipe._GAP_WORDS)
     sentences = [
-        longest(synth._QUIET),
-        f"{longest(synth._HEDGES)}{longest(synth._NAMES)} heard {' '.join([event] * synth.TEXT_SLOTS)}.",
-        longest(synth._FILLERS),
-        longest(synth._LOUD),
+        longest(recipe._QUIET),
+        f"{longest(recipe._HEDGES)}{longest(recipe._NAMES)} heard {' '.join([event] * recipe.TEXT_SLOTS)}.",
+        longest(recipe._FILLERS),
+        longest(recipe._LOUD),
     ]
-    assert len(tokenizer(" ".join(sentences))["input_ids"]) <= synth.TEXT_MAX_TOKENS
+    assert len(tokenizer(" ".join(sentences))["input_ids"]) <= recipe.TEXT_MAX_TOKENS

@@ -20,7 +20,7 @@ from clcr_cli.errors import DataError
 from clcr_cli.metrics import classification_metrics, regression_metrics
 from clcr_cli.model import ModelConfig, build_model
 from clcr_cli.model.batch import Batch
-from clcr_cli.stages.data import FeatureStats, Split, batches
+from clcr_cli.training.data import FeatureStats, Split, batches
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"

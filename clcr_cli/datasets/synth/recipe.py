@@ -1,56 +1,18 @@
-"""``synth``: a generated tri-modal dataset whose label lives at three semantic levels.
+"""The generative recipe of ``synth``: what sample ``i`` of seed ``s`` is, as arrays and text.
 
-CLCR's premise is that modalities share semantics at several levels (shallow, mid,
-deep) and should exchange evidence level by level. This dataset makes that literal.
-Three binary latent factors, each expressed in every modality at its own time scale:
-
-- local  (``thud``/``tick``): the type of brief events -- low 90-160 Hz vs high
-  2.5-4 kHz tone bursts of ~40 ms in audio, a dark vs bright one-frame flash of an
-  object in video, "thud"-like vs "tick"-like words in text;
-- mid    (``slow``/``fast``): the rhythm of those events -- irregular intervals of
-  0.3-0.8 s vs a regular 0.25 s beat; in text the run of event words vs a sparse
-  sequence broken by pauses;
-- global (``falling``/``rising``): the whole clip's trend -- loudness or brightness
-  falling vs rising over the 2 s; in text only the *order* of a quiet and a loud
-  sentence (the same sentences, so only discourse structure tells); every text fits
-  ``TEXT_MAX_TOKENS`` BERT tokens, so truncation never drops the last sentence.
-
-``class = 4 * global + 2 * mid + local`` (8 classes); the regression target is
-``1.5 s_global + 1.0 s_mid + 0.5 s_local + N(0, 0.2^2)`` clipped to [-3, 3] with
-``s = 2 * factor - 1`` (MOSI's scale). Every modality also has private,
-label-independent variation (noise colour and level, carrier pitch; background colour,
-texture, object position and colour; names, fillers, synonyms). In
-``CORRUPTION_RATE`` of the samples one modality's evidence at one level is replaced by
-the opposite factor, so a single modality can be wrong where the others agree.
-
-Files, for ``options.root`` (the stage passes ``<workdir>/raw/synth``)::
-
-    <root>/n<N>-seed<S>-v<V>/generator.json     what and how it was generated
-                             transcripts.csv    id, split, label, target, text, factors...
-                             audio/<id>.wav     2 s, 16 kHz, PCM-16 mono
-                             video/<id>.mp4     16 frames, 8 fps, 32x32, OpenCV mp4v
-
-The folder is written under a temporary name and renamed when complete, so a killed
-generation never leaves a half dataset; the generator version is part of the name, so
-a changed generator writes a fresh folder. Sample ``i`` depends only on ``(seed, i)``.
+A function of ``(seed, index)`` only (:func:`generate_sample`): the latent factors, the
+corruption, the rendered audio, video frames and transcript, and the row of
+``transcripts.csv``; :func:`assign_splits` gives the splits. Nothing here touches a file
+(``files.py`` writes them, ``__init__.py`` loads them). ``GENERATOR_VERSION`` names the
+recipe: change anything that changes what it generates and bump it.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
-import soundfile
-
-from clcr_cli.datasets.base import Dataset, DatasetInfo, DatasetOptions, Sample
-from clcr_cli.errors import ConfigError, DataError
 
 GENERATOR_VERSION = 2
 SAMPLE_RATE = 16000
@@ -69,8 +31,6 @@ CLASS_NAMES = tuple(
     f"{FACTOR_NAMES['global'][c >> 2]}-{FACTOR_NAMES['mid'][(c >> 1) & 1]}-{FACTOR_NAMES['local'][c & 1]}"
     for c in range(8)
 )
-INFO = DatasetInfo("synth", "classification", {m: m for m in MODALITIES}, class_names=CLASS_NAMES)
-REGRESSION_INFO = DatasetInfo("synth-reg", "regression", {m: m for m in MODALITIES})
 
 _NAMES = ("Maria", "Tom", "Aisha", "Ken", "Lena", "Omar", "Sofia", "Ravi")
 _HEDGES = ("", "Well, ", "Oh, ", "So ")
@@ -217,24 +177,6 @@ def render_text(
     return " ".join(sentences), {"name": name}
 
 
-def write_video(path: Path, frames_rgb: np.ndarray) -> None:
-    writer = cv2.VideoWriter(
-        str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(VIDEO_FPS), (FRAME_SIZE, FRAME_SIZE)
-    )
-    if not writer.isOpened():
-        raise DataError(path, "OpenCV cannot write mp4v video here")
-    for frame in frames_rgb:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-
-
-COLUMNS = (
-    "id", "split", "label", "class_name", "target", "text", "corrupted_modality", "corrupted_level",
-    "global", "mid", "local", "n_events", "carrier_hz", "noise_colour", "noise_level",
-    "background_rgb", "object_x", "object_y", "name",
-)  # fmt: skip
-
-
 @dataclass(frozen=True)
 class GeneratedSample:
     row: dict[str, object]  # one transcripts.csv row, without its split
@@ -286,115 +228,3 @@ def assign_splits(n_samples: int, seed: int) -> list[str]:
         if rank < n_train + n_valid:
             splits[index] = "train" if rank < n_train else "valid"
     return splits
-
-
-def fingerprint(n_samples: int, seed: int) -> str:
-    return f"n{n_samples}-seed{seed}-v{GENERATOR_VERSION}"
-
-
-def _write_dataset(folder: Path, n_samples: int, seed: int) -> None:
-    from rich.progress import track
-
-    (folder / "audio").mkdir(parents=True)
-    (folder / "video").mkdir()
-    splits = assign_splits(n_samples, seed)
-    rows = []
-    for index in track(
-        range(n_samples), description=f"generating synth ({n_samples} samples)", transient=True
-    ):
-        sample = generate_sample(seed, index)
-        sample_id = str(sample.row["id"])
-        soundfile.write(
-            folder / "audio" / f"{sample_id}.wav", sample.audio, SAMPLE_RATE, subtype="PCM_16"
-        )
-        write_video(folder / "video" / f"{sample_id}.mp4", sample.frames)
-        rows.append({**sample.row, "split": splits[index]})
-    with open(folder / "transcripts.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    meta = {
-        "generator_version": GENERATOR_VERSION,
-        "n_samples": n_samples,
-        "seed": seed,
-        "sample_rate": SAMPLE_RATE,
-        "clip_seconds": CLIP_SECONDS,
-        "video_fps": VIDEO_FPS,
-        "frame_size": FRAME_SIZE,
-        "corruption_rate": CORRUPTION_RATE,
-    }
-    (folder / "generator.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_temps(root: Path) -> None:
-    """Delete ``.tmp-*`` folders left by generations whose process has died."""
-    for temp in root.glob(".tmp-*"):
-        parts = temp.name.split("-")
-        pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
-        if pid is None or not _pid_alive(pid):
-            shutil.rmtree(temp, ignore_errors=True)
-
-
-def ensure_generated(root: Path, n_samples: int, seed: int) -> Path:
-    """The complete dataset folder for (n_samples, seed), generating it if absent."""
-    if n_samples < 10:
-        raise ConfigError(f"synth needs at least 10 samples, got {n_samples}")
-    folder = root / fingerprint(n_samples, seed)
-    if (folder / "generator.json").is_file():
-        return folder
-    if folder.exists():
-        raise DataError(
-            folder, "incomplete synth dataset (not written by clcr?): delete it to regenerate"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(root)
-    temp = root / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        _write_dataset(temp, n_samples, seed)
-        os.rename(temp, folder)
-    except OSError:
-        if not (folder / "generator.json").is_file():  # not a concurrent generation that won
-            raise
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    return folder
-
-
-def _load(options: DatasetOptions, info: DatasetInfo, label_column: str) -> Dataset:
-    if options.root is None:
-        raise ConfigError("synth needs a root folder for its generated files")
-    folder = ensure_generated(Path(options.root), options.n_samples, options.seed)
-    with open(folder / "transcripts.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    samples = [
-        Sample(
-            id=row["id"],
-            split=row["split"],
-            label=float(row[label_column]),
-            text=row["text"],
-            audio=folder / "audio" / f"{row['id']}.wav",
-            video=folder / "video" / f"{row['id']}.mp4",
-        )
-        for row in rows
-    ]
-    return Dataset(info, samples, folder)
-
-
-def load(options: DatasetOptions) -> Dataset:
-    """``synth``: 8-way classification, ``class = 4 * global + 2 * mid + local``."""
-    return _load(options, INFO, "label")
-
-
-def load_regression(options: DatasetOptions) -> Dataset:
-    """``synth-reg``: the same files, the label is the MOSI-scale regression target."""
-    return _load(options, REGRESSION_INFO, "target")

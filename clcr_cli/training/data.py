@@ -20,6 +20,7 @@ follows); frames stay uint8 until the model divides them by 255.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from clcr_cli.config import TrainConfig
+from clcr_cli.model import ModelConfig
 from clcr_cli.model.batch import Batch, ModalitySpec
 from clcr_cli.store import KIND_TIME_AXIS, FeatureStore
 
@@ -272,6 +275,17 @@ def modality_specs(store: FeatureStore) -> tuple[ModalitySpec, ...]:
         steps = info.shape[KIND_TIME_AXIS[info.kind]]
         specs.append(ModalitySpec(m, info.kind, info.dim, k, steps))  # type: ignore[arg-type]
     return tuple(specs)
+
+
+def model_config(cfg: TrainConfig, store: FeatureStore) -> ModelConfig:
+    """The model ``cfg`` asks for, completed with what the data decides: the store's
+    modalities, its task and its number of classes."""
+    return dataclasses.replace(
+        cfg.model,
+        modalities=modality_specs(store),
+        task=store.target,  # type: ignore[arg-type]
+        num_classes=max(store.num_classes, 1),
+    )
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator | None = None) -> list[Tensor]:

@@ -1,0 +1,415 @@
+"""The training loop: :func:`fit` trains one run into a folder, resumable after any epoch.
+
+Its parts, each a function or class below:
+
+- the optimiser, the per-epoch learning-rate schedule, mixed precision and torch.compile
+  with an eager fallback, put together in a :class:`Stepper` (one optimisation step);
+- one epoch (:func:`train_epoch`): a seeded shuffle, seeded dropout, loss terms summed
+  over the DDP ranks;
+- selection (:class:`Selection`): the best validation epoch's weights, early stopping;
+- resuming (:func:`save_checkpoint`, :func:`resume`): ``last.pt``, written after every
+  epoch, holds everything the next epoch depends on;
+- the outputs of a finished run (:func:`write_outputs`).
+
+Randomness: epoch e shuffles with a generator seeded by (seed, e) -- the same on every
+rank -- and draws dropout from torch's RNG seeded by (seed, e, rank), so a resumed run
+needs no saved RNG state to replay the uninterrupted one bit for bit. A split larger
+than ``stream_above_mb`` is streamed from the store in the same batches, in the same
+order, so streaming changes nothing either.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from clcr_cli.cache import atomic_path
+from clcr_cli.config import TrainConfig, option_values
+from clcr_cli.distributed import Dist, all_sum, barrier, shard
+from clcr_cli.errors import ConfigError, DataError
+from clcr_cli.metrics import primary_metric
+from clcr_cli.model import build_model, count_parameters
+from clcr_cli.model.batch import Batch, ModelOutput
+from clcr_cli.model.diagnostics import mechanism_diagnostics
+from clcr_cli.progress import progress_bar
+from clcr_cli.store import FeatureStore
+from clcr_cli.training.data import (
+    FeatureStats,
+    Split,
+    StoreSplit,
+    batches,
+    carve_valid,
+    model_config,
+    open_split,
+    standardise,
+)
+from clcr_cli.training.inference import compute_metrics, predict, save_trained
+
+T = TypeVar("T")
+
+CHECKPOINT = "last.pt"
+HISTORY = "history.csv"
+DIAGNOSTICS = "diagnostics.json"
+TIMING = "timing.json"
+WARMUP_START = 0.1  # warmup-cosine starts at lr * WARMUP_START
+
+
+# --- the pieces of a step -----------------------------------------------------------------
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def warmup_cosine(epoch: int, warmup: int, epochs: int) -> float:
+    """The lr factor of ``epoch`` (0-based): linear from :data:`WARMUP_START` to 1 over
+    ``warmup`` epochs (at most ``epochs - 1``, so a short run still decays), then a half
+    cosine from 1 down to 0 at ``epochs``."""
+    warmup = min(warmup, epochs - 1)
+    if epoch < warmup:
+        return WARMUP_START + (1 - WARMUP_START) * epoch / warmup
+    return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / (epochs - warmup)))
+
+
+def lr_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-epoch schedule of ``cfg.scheduler`` (None for ``none``); its state dict goes
+    into ``last.pt``, so a resumed run continues the schedule where it stopped."""
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.scheduler == "warmup-cosine":
+        factor = partial(warmup_cosine, warmup=cfg.warmup_epochs, epochs=cfg.epochs)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
+
+
+def mixed_precision(precision: str, device: str) -> tuple[Any, torch.amp.GradScaler]:
+    """(autocast context, grad scaler) for ``fp32`` (both no-ops), ``bf16`` or ``fp16``.
+
+    fp16 needs loss scaling and a GPU; bf16 runs under autocast on CUDA and on the CPU.
+    """
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    if precision == "fp16" and device_type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
+    return autocast, torch.amp.GradScaler(device_type, enabled=precision == "fp16")
+
+
+def compiled_or_eager(
+    module: nn.Module, first_step: Callable[[nn.Module], T], console: Console
+) -> tuple[nn.Module, T]:
+    """``torch.compile(module)`` and ``first_step`` run with it: (compiled module, result).
+
+    Compiling happens at the first call (forward and backward). Where it fails -- no C
+    compiler, an operation or a Python the compiler does not support -- one line says so,
+    torch's RNG is put back as it was, and ``first_step`` runs with ``module`` itself:
+    (module, result), the same as if compiling had never been asked for.
+    """
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        compiled = torch.compile(module)
+        return compiled, first_step(compiled)
+    except Exception as exc:  # whatever the compiler raises, eager mode is the fallback
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]
+        console.print(f"torch.compile failed, training eagerly: {type(exc).__name__}: {reason}")
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        return module, first_step(module)
+
+
+class Stepper:
+    """One optimisation step per batch: forward under autocast, scaled backward, gradient
+    clipping (``grad_clip`` > 0), optimiser step. ``net`` is what runs the batch (the model,
+    or its DDP wrapper); with ``compile`` the first step compiles it."""
+
+    def __init__(
+        self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+        device: str, console: Console,
+    ) -> None:
+        self.net, self.model, self.optimizer = net, model, optimizer
+        self.autocast, self.scaler = mixed_precision(cfg.precision, device)
+        self.grad_clip, self.compile, self.console = cfg.grad_clip, cfg.compile, console
+
+    def _forward_backward(self, module: nn.Module, batch: Batch) -> ModelOutput:
+        with self.autocast:
+            out = module(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        return out
+
+    def __call__(self, batch: Batch) -> ModelOutput:
+        if self.compile:
+            self.net, out = compiled_or_eager(self.net, partial(self._forward_backward, batch=batch), self.console)
+            self.compile = False
+        else:
+            out = self._forward_backward(self.net, batch)
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return out
+
+
+# --- one epoch, selection, checkpoints ----------------------------------------------------
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch's RNG streams: a resumed run replays them exactly."""
+    return (seed * 1_000_003 + epoch) * 1_009 + rank
+
+
+def train_epoch(
+    step: Stepper, train: Split, cfg: TrainConfig, epoch: int, dist: Dist, loading: dict[str, Any]
+) -> dict[str, float]:
+    """Epoch ``epoch`` (0-based) over ``train``: the mean of every loss term over all the
+    ranks' samples, the samples seen (``n``) and the epoch's ``seconds``."""
+    step.net.train()
+    torch.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
+    shuffle = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+    t0 = time.perf_counter()
+    seen = 0
+    sums: dict[str, Tensor] = {}  # sample-weighted loss terms, on the device
+    for global_batch in batches(train, cfg.batch_size, generator=shuffle, **loading):
+        batch = shard(global_batch, dist).to(dist.device)
+        out = step(batch)
+        b = len(batch.target)
+        seen += b
+        for name, value in {"loss": out.loss, **out.terms}.items():
+            weighted = value.detach().double() * b
+            sums[name] = sums[name] + weighted if name in sums else weighted
+    # one device -> host transfer per epoch, then the sum over ranks
+    totals = dict(zip(sums, torch.stack(list(sums.values())).tolist(), strict=True))
+    totals = all_sum({"n": float(seen), **totals}, dist)
+    n = totals.pop("n")
+    return {"n": n, "seconds": time.perf_counter() - t0, **{k: v / n for k, v in totals.items()}}
+
+
+def _better(score: float, best: float | None, higher: bool) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(score)
+    return score > best if higher else score < best
+
+
+@dataclass
+class Selection:
+    """The weights a run keeps -- those of its best validation epoch -- and early stopping."""
+
+    higher: bool  # a higher score is better
+    best_score: float | None = None
+    best_epoch: int = -1
+    best_state: dict[str, Tensor] | None = None
+    bad_epochs: int = 0  # epochs since the last improvement
+
+    def update(self, score: float, epoch: int, model: nn.Module) -> None:
+        """Score epoch ``epoch`` (1-based); copy the weights when it is the best yet."""
+        if _better(score, self.best_score, self.higher):
+            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+
+    def exhausted(self, patience: int) -> bool:
+        """True once ``patience`` (0: never) epochs passed without improvement."""
+        return patience > 0 and self.bad_epochs >= patience
+
+
+def save_checkpoint(
+    path: Path,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    selection: Selection,
+    history: list[dict[str, Any]],
+) -> None:
+    """``last.pt`` after ``epoch`` epochs: a state dict, read back with ``weights_only``."""
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "best_epoch": selection.best_epoch,
+        "best_score": selection.best_score,
+        "best_state": selection.best_state,
+        "bad_epochs": selection.bad_epochs,
+        "history": json.dumps(history),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def resume(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    selection: Selection,
+    device: str,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load the checkpoint at ``path``, if there is one, into the model, optimiser, schedule
+    and selection: (epochs done, history so far)."""
+    if not path.exists():
+        return 0, []
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    selection.best_epoch, selection.best_score = ckpt["best_epoch"], ckpt["best_score"]
+    selection.best_state, selection.bad_epochs = ckpt["best_state"], ckpt["bad_epochs"]
+    return ckpt["epoch"], json.loads(ckpt["history"])
+
+
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# --- a run --------------------------------------------------------------------------------
+
+
+def _splits(cfg: TrainConfig, store: FeatureStore, console: Console) -> tuple[Split, Split, FeatureStats]:
+    """(train, valid, statistics): the splits standardised with the training statistics,
+    held in memory or streamed; valid carved from train where the store has none."""
+    kinds = {m: info.kind for m, info in store.modalities.items()}
+    train_rows, valid_rows = store.split_indices("train"), store.split_indices("valid")
+    if len(train_rows) == 0:
+        raise DataError(store.path, "the training split is empty")
+    if len(valid_rows) == 0:
+        train_rows, valid_rows = carve_valid(train_rows, cfg.valid_fraction, cfg.seed)
+        console.print(f"no valid split in the store: carved {len(valid_rows)} samples from train (seeded)")
+    train = open_split(store, train_rows, cfg.stream_above_mb)
+    stats = FeatureStats.of(train, kinds)  # from the raw split, chunk by chunk
+    train = standardise(train, stats, kinds)
+    valid = standardise(open_split(store, valid_rows, cfg.stream_above_mb), stats, kinds)
+    return train, valid, stats
+
+
+def fit(
+    cfg: TrainConfig,
+    store: FeatureStore,
+    out: Path,
+    dist: Dist,
+    console: Console,
+    after_epoch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train one run into ``out``, resuming from ``out/last.pt`` when it exists; return its
+    summary. ``after_epoch(e)`` is called once epoch e (1-based) is checkpointed."""
+    device = dist.device
+    torch.manual_seed(cfg.seed)
+    train, valid, stats = _splits(cfg, store, console)
+    loading = {"workers": cfg.loader_workers, "pin_memory": device.startswith("cuda")}
+    mcfg = model_config(cfg, store)
+    model = build_model(mcfg).to(device)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = lr_scheduler(cfg, optimizer)
+    metric, higher = primary_metric(store.target)
+    selection = Selection(higher)
+    start, history = resume(out / CHECKPOINT, model, optimizer, scheduler, selection, device)
+    if start:
+        console.print(f"resuming train {cfg.task} from epoch {start}/{cfg.epochs}")
+    # variants leave some parameters unused (e.g. no-intraced's bases): DDP must not wait on them
+    net = DistributedDataParallel(model, find_unused_parameters=True) if dist.active else model
+    step = Stepper(net, model, optimizer, cfg, device, console)
+
+    streamed = [name for name, s in (("train", train), ("valid", valid)) if isinstance(s, StoreSplit)]
+    console.print(
+        f"train {cfg.task}: {mcfg.model}/{mcfg.variant}, {count_parameters(model):,} parameters, "
+        f"{len(train)} train / {len(valid)} valid samples on {device}"
+        + (f", {dist.world} processes" if dist.active else "")
+        + (f", {' and '.join(streamed)} streamed from the store" if streamed else "")
+    )
+    with progress_bar(console, unit="epoch") as progress:
+        task = progress.add_task(f"train {cfg.task}", total=cfg.epochs, completed=start)
+        for epoch in range(start, cfg.epochs):
+            if selection.exhausted(cfg.patience):
+                console.print(f"early stop: no improvement of valid {metric} for {cfg.patience} epochs")
+                break
+            lr = optimizer.param_groups[0]["lr"]
+            terms = train_epoch(step, train, cfg, epoch, dist, loading)
+            if scheduler is not None:
+                scheduler.step()
+            n, seconds = terms.pop("n"), terms.pop("seconds")
+            val = predict(model, valid, cfg.batch_size, device, workers=cfg.loader_workers)
+            score = float(compute_metrics(val, store.target, store.num_classes)[metric])
+            selection.update(score, epoch + 1, model)
+            row = {"epoch": epoch + 1, "train_loss": terms.pop("loss")}
+            row.update({f"train_{k}": v for k, v in terms.items()})
+            row.update({"valid_loss": val.loss, f"valid_{metric}": score, "lr": lr})
+            row.update({"seconds": round(seconds, 4), "samples_per_s": round(n / seconds, 2)})
+            history.append(row)
+            if dist.main:
+                write_history(out / HISTORY, history)
+                save_checkpoint(out / CHECKPOINT, epoch + 1, model, optimizer, scheduler, selection, history)
+            barrier(dist)
+            progress.update(
+                task,
+                advance=1,
+                description=f"train {cfg.task} loss {row['train_loss']:.3f} valid {metric} {score:.3f}",
+            )
+            if after_epoch is not None:
+                after_epoch(epoch + 1)
+
+    if selection.best_state is None:
+        raise DataError(out, f"no epoch produced a finite valid {metric}")
+    if dist.main:
+        meta = {
+            "model_config": dataclasses.asdict(mcfg),
+            "train_config": option_values(cfg),
+            "stats": stats.as_lists(),
+            "store": str(store.path),
+            "metric": metric,
+            "best_epoch": selection.best_epoch,
+            "best_score": selection.best_score,
+            "parameters": count_parameters(model),
+            "processes": dist.world,
+        }
+        valid_batches = (b.to(device) for b in batches(valid, cfg.batch_size, **loading))
+        write_outputs(out, model, selection, history, valid_batches, meta)
+    return {"best_epoch": selection.best_epoch, f"valid_{metric}": selection.best_score, "epochs_run": len(history)}
+
+
+def write_outputs(
+    out: Path,
+    model: nn.Module,
+    selection: Selection,
+    history: list[dict[str, Any]],
+    valid_batches: Iterable[Batch],
+    meta: dict[str, Any],
+) -> None:
+    """A finished run's outputs: the selected weights and ``meta`` (model.safetensors,
+    model.json), what its mechanisms do on the valid batches (diagnostics.json) and how
+    long its epochs took (timing.json)."""
+    save_trained(out, model, selection.best_state, meta)
+    model.load_state_dict(selection.best_state)
+    (out / DIAGNOSTICS).write_text(json.dumps(mechanism_diagnostics(model, valid_batches), indent=2))
+    timing = {
+        "epochs_run": len(history),
+        "processes": meta["processes"],
+        "mean_epoch_seconds": sum(r["seconds"] for r in history) / len(history),
+        "mean_samples_per_s": sum(r["samples_per_s"] for r in history) / len(history),
+    }
+    (out / TIMING).write_text(json.dumps(timing, indent=2))
