@@ -206,7 +206,7 @@ def test_cli_model_options_from_flags_set_and_toml_reach_the_model(workdir: Path
     assert (model["shared_dim"], model["budget_scale"], model["tcn_kernel"], model["learn_budget"]) == (8, 2.0, 5, False)
     assert (model["d"], model["num_heads"]) == (QUICK["d"], QUICK["num_heads"])
     params = json.loads((out / "params.json").read_text())["params"]
-    assert params["shared_dim"] == 8 and "whitening" not in params  # unset new options stay out of the key
+    assert params["shared_dim"] == 8 and params["whitening"] == "standardise"  # every model option is keyed
 
 
 def _slowed(monkeypatch, module, name: str) -> list[int]:

@@ -42,31 +42,16 @@ from clcr_cli.store import FeatureStore
 from clcr_cli.training.loop import fit
 
 # 2: warmup-cosine is a schedule (version 1 trained it at a constant lr); history has lr
-TRAIN_VERSION = 2
-# Model options that could not be set before: every run of this version was trained with
-# these values. At these values they stay out of the key, so those runs keep their keys.
-IMPLICIT_MODEL_VALUES: dict[str, Any] = {
-    "budget_scale": 4.0,
-    "shared_dim": None,
-    "private_dim": None,
-    "whitening": "standardise",
-    "max_len": 512,
-    "frame_channels": (16, 32, 64),
-    "tcn_kernel": 3,
-    "reg_max_tokens": 4096,
-}
-_ABSENT = object()
+# 3: the batched model (model/tokens.py): new parameter layout, no dropout on attention
+#    weights or the exchange update; every model option is part of the key
+TRAIN_VERSION = 3
 
 
 def train_params(cfg: TrainConfig, keyed_only: bool = True) -> dict[str, Any]:
     """What a run's result depends on, by option name (the model's options among the
     training's): the params of its key. With ``keyed_only`` False, every option: the
     ``base`` of ablate's and noise's keys, which have always held them all."""
-    return {
-        name: value
-        for name, value in option_values(cfg, keyed_only).items()
-        if IMPLICIT_MODEL_VALUES.get(name, _ABSENT) != value
-    }
+    return option_values(cfg, keyed_only)
 
 
 def train_key(cfg: TrainConfig, extract_digest: str) -> StageKey:
