@@ -99,8 +99,8 @@ def test_model_options_by_flag_bare_name_and_the_recipe():
     cfg = train_config({"train": {"d": 16, "model": "misa"}}, {"task": "synth", "model.num_heads": "2"})
     assert (cfg.model.d, cfg.model.model, cfg.model.num_heads) == (16, "misa", 2)
     # the short-budget recipe sets the model's width in the model section
-    assert SHORT_BUDGET_RECIPE["model"] == {"d": 64}
-    assert train_config({}, {"task": "synth"}).model.d == 64
+    assert SHORT_BUDGET_RECIPE["model"] == {"d": 64, "num_heads": 2}
+    assert (train_config({}, {"task": "synth"}).model.d, train_config({}, {"task": "synth"}).model.num_heads) == (64, 2)
     assert train_config({}, {"task": "cremad"}).model.d == ModelConfig(()).d == 128
     assert train_config({}, {"task": "synth", "d": "32"}).model.d == 32  # a flag wins
 

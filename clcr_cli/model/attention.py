@@ -58,12 +58,14 @@ class CrossAttention(nn.Module):
 
 class CrossModalAttention(nn.Module):
     """Multi-head attention of every token to the valid tokens of the *other* modalities at its
-    own level, for all L levels in one ``scaled_dot_product_attention`` call.
+    own level, for all L levels at once.
 
     Each level has its own query, key, value and output maps (``qkv`` stacks the first three
-    as (L, dim, 3 dim)); the block mask of :meth:`TokenLayout.exchange_mask` keeps a modality
-    from reading itself. A query with no key (every other modality missing) receives exactly
-    zero.
+    as (L, dim, 3 dim)); the projections of all levels and modalities are one batched product.
+    The attention itself is one ``scaled_dot_product_attention`` call per query modality
+    (levels and heads batched), whose keys are the other modalities' tokens: a call over the
+    whole joint axis with a block mask would spend most of its work on the masked blocks.
+    A query with no key (every other modality missing) receives exactly zero.
     """
 
     def __init__(self, dim: int, heads: int, levels: int) -> None:
@@ -85,10 +87,21 @@ class CrossModalAttention(nn.Module):
             y = y.view(levels, b, steps, self.heads, dim // self.heads).permute(1, 0, 3, 2, 4)
             return y.reshape(b, levels * self.heads, steps, dim // self.heads)
 
-        allowed, has_keys = layout.exchange_mask()
-        mixed = nn.functional.scaled_dot_product_attention(
-            heads(q), heads(k), heads(v), attn_mask=allowed[:, None]
-        )  # (B, L heads, T, dim / heads)
-        mixed = mixed.view(b, levels, self.heads, steps, -1).permute(1, 0, 3, 2, 4)
+        q, k, v = heads(q), heads(k), heads(v)
+        mixed, answered = [], []
+        for m, span in enumerate(layout.slices):
+            others = [s for i, s in enumerate(layout.slices) if i != m]
+            keys = torch.cat([k[:, :, s] for s in others], 2)
+            values = torch.cat([v[:, :, s] for s in others], 2)
+            valid = torch.cat([layout.mask[:, s] for s in others], 1)  # (B, T_keys)
+            has_keys = valid.any(1)
+            # a row without keys attends to all positions (finite) and is zeroed after
+            allowed = (valid | ~has_keys[:, None])[:, None, None, :]
+            mixed.append(
+                nn.functional.scaled_dot_product_attention(q[:, :, span], keys, values, attn_mask=allowed)
+            )
+            answered.append(has_keys[:, None].expand(-1, span.stop - span.start))
+        mixed = torch.cat(mixed, 2).view(b, levels, self.heads, steps, -1).permute(1, 0, 3, 2, 4)
         out = torch.baddbmm(self.out_bias, mixed.reshape(levels, b * steps, dim), self.out)
-        return out.view(levels, b, steps, dim).transpose(0, 1) * has_keys[:, None, :, None].to(out.dtype)
+        keep = torch.cat(answered, 1)[:, None, :, None].to(out.dtype)  # (B, 1, T, 1)
+        return out.view(levels, b, steps, dim).transpose(0, 1) * keep

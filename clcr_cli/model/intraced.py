@@ -107,18 +107,30 @@ class StiefelBases(nn.Module):
         return rotation[..., : self.shared_dim], complement @ private
 
 
-def standardise_per_modality(evidence: Tensor, layout: TokenLayout) -> Tensor:
-    """``z_t``: evidence (B, L, T) standardised over the valid tokens of each sample's modality."""
-    weights = layout.modality_mask.to(evidence.dtype)  # (B, M, T)
-    count = weights.sum(-1).clamp(min=1)[:, None]  # (B, 1, M)
-    mean = torch.einsum("blt,bmt->blm", evidence, weights) / count
-    centred = evidence - mean[..., layout.segment]
-    var = torch.einsum("blt,bmt->blm", centred.pow(2), weights) / count
-    return centred / (var[..., layout.segment] + 1e-6).sqrt()
+def pack_by_modality(x: Tensor, layout: TokenLayout) -> Tensor:
+    """x (..., T) on the joint axis -> (..., M, T_max): one row per modality, its tokens from
+    position 0, zeros after them."""
+    longest = max(s.stop - s.start for s in layout.slices)
+    return torch.stack(
+        [nn.functional.pad(x[..., s], (0, longest - (s.stop - s.start))) for s in layout.slices], -2
+    )
+
+
+def standardise(evidence: Tensor, valid: Tensor) -> Tensor:
+    """``z_t``: evidence (..., T) standardised over each row's valid tokens."""
+    keep = valid.to(evidence.dtype)
+    count = keep.sum(-1, keepdim=True).clamp(min=1)
+    mean = (evidence * keep).sum(-1, keepdim=True) / count
+    var = ((evidence - mean).pow(2) * keep).sum(-1, keepdim=True) / count
+    return (evidence - mean) / (var + 1e-6).sqrt()
 
 
 class TokenBudget(nn.Module):
-    """Scores from standardised shared evidence, projected onto the capped simplex of ``B_l``."""
+    """Scores from standardised shared evidence, projected onto the capped simplex of ``B_l``.
+
+    All levels and modalities at once: each modality's tokens are packed into a row of their
+    own (:func:`pack_by_modality`), so one standardisation and one projection serve them all.
+    """
 
     def __init__(self, levels: int, modalities: int, participation: float, learn: bool, scale: float) -> None:
         super().__init__()
@@ -141,15 +153,14 @@ class TokenBudget(nn.Module):
     def forward(self, shared: Tensor, layout: TokenLayout) -> Tensor:
         """shared (B, L, T, k_sh) -> alpha (B, L, T); every (sample, level, modality) row of
         alpha sums to ``rho_l`` times that modality's valid tokens."""
-        z = standardise_per_modality(shared.norm(dim=-1), layout)
-        gamma = nn.functional.softplus(self.scale)[:, layout.segment]  # (L, T)
-        scores = torch.sigmoid(gamma * (z - self.threshold[:, None]))
-        levels, modalities = scores.shape[1], len(layout.names)
-        rows = layout.modality_mask[:, None].expand(-1, levels, -1, -1)  # (B, L, M, T)
-        counts = layout.modality_counts()[:, None].to(scores.dtype)  # (B, 1, M)
-        budget = self.participation[None, :, None] * counts  # B_l per sample and modality
-        y = scores[:, :, None].expand(-1, -1, modalities, -1)
-        return capped_simplex_projection(y, budget, rows).sum(2)  # one row per modality
+        evidence = pack_by_modality(shared.norm(dim=-1), layout)  # e_t: (B, L, M, T_max)
+        valid = pack_by_modality(layout.mask, layout)[:, None]  # (B, 1, M, T_max)
+        z = standardise(evidence, valid)
+        gamma = nn.functional.softplus(self.scale)[..., None]  # (L, M, 1)
+        scores = torch.sigmoid(gamma * (z - self.threshold[:, None, None]))
+        budget = self.participation[:, None] * valid.sum(-1).to(scores.dtype)  # B_l: (B, L, M)
+        alpha = capped_simplex_projection(scores, budget, valid.expand_as(scores))
+        return torch.cat([alpha[:, :, m, : s.stop - s.start] for m, s in enumerate(layout.slices)], -1)
 
 
 class IntraCED(nn.Module):

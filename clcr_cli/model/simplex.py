@@ -22,6 +22,8 @@ constant. :class:`CappedSimplexProjection` implements this analytic Jacobian-vec
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -34,36 +36,31 @@ def _relu_sum(sorted_desc: Tensor, prefix: Tensor, points: Tensor) -> Tensor:
     """
     # number of values strictly greater than c: searchsorted on the ascending negation
     count = torch.searchsorted((-sorted_desc).contiguous(), (-points).contiguous(), right=False)
-    total = prefix.gather(1, count)
-    return total - count.to(points.dtype) * points
+    return prefix.gather(1, count) - count.to(points.dtype) * points
 
 
 def _solve_tau(y: Tensor, budget: Tensor, mask: Tensor) -> Tensor:
     """The threshold ``tau`` (N,) of the projection of each row of ``y`` onto Delta(budget)."""
-    n_valid = mask.sum(1)
-    big = torch.finfo(y.dtype).max / 4
-    lowest_valid = torch.where(mask, y, torch.full_like(y, big)).amin(1, keepdim=True)
-    lowest_valid = torch.where(n_valid[:, None] > 0, lowest_valid, torch.zeros_like(lowest_valid))
     # masked steps sit 2 below every valid step, so they never enter max(y - c, 0) for the
-    # breakpoints that matter (all >= lowest_valid - 1)
-    y_filled = torch.where(mask, y, lowest_valid - 2)
+    # breakpoints that matter (all >= the row's lowest valid value - 1)
+    low = torch.where(mask, y, torch.inf).amin().clamp(max=0) - 2
+    y_filled = torch.where(mask, y, low)
+    steps = y.shape[1]
     sorted_desc = y_filled.sort(1, descending=True).values
     prefix = torch.nn.functional.pad(sorted_desc.cumsum(1), (1, 0))
     breakpoints = torch.cat([y_filled, y_filled - 1], 1).sort(1).values  # ascending
-    g = _relu_sum(sorted_desc, prefix, breakpoints) - _relu_sum(
-        sorted_desc, prefix, breakpoints + 1
-    )
+    relu = _relu_sum(sorted_desc, prefix, torch.cat([breakpoints, breakpoints + 1], 1))
+    g = relu[:, : 2 * steps] - relu[:, 2 * steps :]  # g(c) = sum_t clip(y_t - c, 0, 1)
     # g is non-increasing along the ascending breakpoints: last k with g(c_k) >= B
     k = ((g >= budget[:, None]).sum(1) - 1).clamp(min=0)
-    lo = breakpoints.gather(1, k[:, None]).squeeze(1)
-    hi = breakpoints.gather(1, (k + 1).clamp(max=breakpoints.shape[1] - 1)[:, None]).squeeze(1)
-    mid = 0.5 * (lo + hi)
+    ends = breakpoints.gather(1, torch.stack([k, (k + 1).clamp(max=2 * steps - 1)], 1))
+    mid = ends.mean(1)
     # active set inside the segment (lo, hi): free steps have 0 < y - mid < 1
     shifted = y - mid[:, None]
     free = mask & (shifted > 0) & (shifted < 1)
-    upper = mask & (shifted >= 1)
     n_free = free.sum(1)
-    tau = ((y * free).sum(1) + upper.sum(1).to(y.dtype) - budget) / n_free.clamp(min=1)
+    n_upper = (mask & (shifted >= 1)).sum(1)
+    tau = ((y * free).sum(1) + n_upper.to(y.dtype) - budget) / n_free.clamp(min=1)
     # an empty free set means g is flat on the segment: every tau in it is a solution
     return torch.where(n_free > 0, tau, mid)
 
@@ -105,7 +102,10 @@ def capped_simplex_projection(y: Tensor, budget: Tensor, mask: Tensor | None = N
     if y.dtype in (torch.float16, torch.bfloat16):  # under autocast: solve exactly in float32
         y = y.float()
     budget = torch.as_tensor(budget, dtype=y.dtype, device=y.device).expand(lead)
+    if steps == 0:  # nothing to weigh
+        return y.clone()
+    rows = math.prod(lead)
     flat = CappedSimplexProjection.apply(
-        y.reshape(-1, steps), budget.reshape(-1), mask.reshape(-1, steps)
+        y.reshape(rows, steps), budget.reshape(rows), mask.reshape(rows, steps)
     )
     return flat.reshape(y.shape)

@@ -35,19 +35,6 @@ class TokenLayout:
         """(B, M): valid tokens of each modality (0 where it is missing)."""
         return self.modality_mask.sum(-1)
 
-    def exchange_mask(self) -> tuple[Tensor, Tensor]:
-        """Who may attend to whom in the exchange: ((B, T, T) bool, (B, T) bool has-keys).
-
-        Query t may read key s when s is a valid token of *another* modality. A query with
-        no such key (every other modality missing) is allowed to read itself only, so that
-        the attention stays finite; ``has_keys`` is False there and its result must be zeroed.
-        """
-        other = self.segment[:, None] != self.segment[None, :]
-        allowed = other[None] & self.mask[:, None, :]
-        has_keys = allowed.any(-1)
-        itself = torch.eye(len(self.segment), dtype=torch.bool, device=self.mask.device)
-        return allowed | (itself[None] & ~has_keys[..., None]), has_keys
-
 
 def join_modalities(
     levels: dict[str, Tensor], masks: dict[str, Tensor], present: dict[str, Tensor]
