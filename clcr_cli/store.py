@@ -249,8 +249,10 @@ class FeatureStore:
     def read(self, modality: str, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(data, lengths) of ``modality`` for ``indices`` (sorted; all samples if None).
 
-        Reads go through h5py's selection in index order, so contiguous runs become
-        contiguous chunk reads.
+        Rows are read chunk by chunk: every stored chunk that holds a wanted row is read (and
+        decompressed) once as a contiguous block, and the rows are picked from it. h5py's own
+        selection of scattered rows decompresses a chunk again for each row it serves (15x
+        slower on synth's frames).
         """
         g = self._file[modality]
         if indices is None:
@@ -258,4 +260,12 @@ class FeatureStore:
         indices = np.asarray(indices)
         if len(indices) and np.any(np.diff(indices) <= 0):
             raise ValueError("indices must be strictly increasing")
-        return g["data"][indices], g["length"][indices]
+        data = g["data"]
+        step = data.chunks[0] if data.chunks else max(len(data), 1)
+        out = np.empty((len(indices), *data.shape[1:]), dtype=data.dtype)
+        blocks = indices // step
+        for block in np.unique(blocks):
+            wanted = blocks == block
+            start = int(block) * step
+            out[wanted] = data[start : start + step][indices[wanted] - start]
+        return out, g["length"][indices]
