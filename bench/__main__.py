@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import end_to_end, media, memory, text, training
+from bench import compiled, end_to_end, media, memory, streaming, text, training
 from bench.common import SCALE, SIZES, Result, growth, print_table, write_json
 
 # name -> (run(work, workdir, size) -> Result, the work at the small size)
@@ -23,16 +23,20 @@ BENCHMARKS: dict[str, tuple[Callable[..., Result], int]] = {
     "video": (media.run_video, media.BASE_SAMPLES),
     "memory": (memory.run, memory.BASE_SAMPLES),
     "training": (training.run, training.BASE_SAMPLES),
+    "training-memory": (streaming.run, streaming.BASE_SAMPLES),
     "end-to-end": (end_to_end.run, end_to_end.BASE_EPOCHS),
+    "compile": (compiled.run, compiled.BASE_SAMPLES),
 }
+OPT_IN = ("compile",)  # minutes of compiling on a CPU: only when named in --only
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--size", choices=(*SIZES, "all"), default="small",
                         help="work per benchmark: small, 4x (medium), 16x (large), or all three")
-    parser.add_argument("--only", default=",".join(BENCHMARKS),
-                        help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--only", default=",".join(b for b in BENCHMARKS if b not in OPT_IN),
+                        help=f"comma-separated subset of: {', '.join(BENCHMARKS)} "
+                             f"(default: all but {', '.join(OPT_IN)})")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON output (default: <tmp>/clcr-bench/results-<size>.json)")
     parser.add_argument("--workdir", type=Path, default=None,

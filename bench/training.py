@@ -1,24 +1,24 @@
 """Training: CLCR steps against the late-fusion baseline, data waiting, overheads, GFLOP/s.
 
 Data: the real extract stage's store of ``synth`` (N samples), its train split
-standardised as ``clcr train`` does. Settings: ``pipelines/demo.toml``'s ``[train]``
-(d, batch size, lr). Each model is trained for ``EPOCHS`` timed epochs after one
-untimed warm-up step, with the training loop of ``clcr_cli.stages.train.fit``
-(forward, zero_grad, backward, SGD step); the late-fusion baseline has the same width
-``d`` and encoders.
+standardised as ``clcr train`` does. Settings: the demo's (``pipelines/demo.toml``, i.e.
+the short-budget recipe of ``clcr train --task synth``: d 64, 2 heads, batch 32). Each
+model is trained for ``EPOCHS`` timed epochs after one untimed warm-up step, with the
+steps of ``clcr_cli.training.loop`` (forward, zero_grad, backward, optimiser step); the
+late-fusion baseline has the same width ``d`` and encoders.
 
 Figures:
 
 - samples/s of CLCR against late-fusion;
-- data waiting: seconds per epoch inside ``clcr_cli.stages.data.batches`` iteration
+- data waiting: seconds per epoch inside ``clcr_cli.training.data.batches`` iteration
   (and ``Batch.to(device)``) against the epoch's seconds -- the ratio is the share;
-- orthogonal / whitening (``clcr_cli.stages.overhead.measure_overhead``), each timed
+- orthogonal / whitening (``bench.overhead.measure_overhead``), each timed
   forward + backward against one full forward + backward step on the same batch -- the
   ratio is the share: (a) materialising every Stiefel-parameterised basis (``U_sh``,
-  ``U_pr,m``, Cayley map) once; (b) a replay, on the same inputs, of every
-  ``losses.cross_correlation`` call (the whitened cross-correlation of L_intra, L_pr,
-  L_sp) that one forward makes. Timed in isolation, so the two shares need not add up
-  to what they cost inside the step;
+  ``U_pr,m``, batched Cayley maps) once; (b) a replay, on the same streams, of the
+  whitened cross-correlation regularisers (``losses.stream_regularisers``: L_intra, L_pr,
+  L_sp) of one forward. Timed in isolation, so the two shares need not add up to what
+  they cost inside the step;
 - aten operations dispatched by one forward + backward on a batch, CLCR against
   late-fusion (counted with a ``TorchDispatchMode``): the many small operations are
   where a step's time goes when its FLOPs are few;

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import torch
+
 from bench import media
 from bench.common import Figure, Result, growth, write_json
 
@@ -44,3 +46,36 @@ def test_media_benchmarks_measure_against_a_reference(tmp_path):
     saved = json.loads((tmp_path / "out.json").read_text())["results"]
     assert saved[0]["figures"][0]["ratio"] == audio.figures[0].ratio
     assert saved[1]["figures"][0]["reference"] == 2.0
+
+
+def test_overhead_shares_are_measured_for_clcr_and_zero_for_a_baseline():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "model"))
+    from model_fixtures import tiny_batch, tiny_config
+
+    from bench.overhead import measure_overhead
+    from clcr_cli.model import build_model
+
+    clcr = build_model(tiny_config())
+    before = {k: v.clone() for k, v in clcr.state_dict().items()}
+    shares = measure_overhead(clcr, tiny_batch(clcr.config, 8), repeats=1)
+    assert shares["step_seconds"] > 0
+    assert 0 < shares["orthogonal_share"] < 1 and 0 < shares["whitening_share"] < 1
+    for k, v in clcr.state_dict().items():  # measuring leaves the model as it was
+        assert torch.equal(v, before[k]), k
+    late = build_model(tiny_config(model="late-fusion"))
+    shares = measure_overhead(late, tiny_batch(late.config, 8), repeats=1)
+    assert shares["orthogonal_share"] == 0 and shares["whitening_share"] == 0
+
+
+def test_training_memory_store_has_the_declared_shapes_and_splits(tmp_path):
+    from bench import streaming
+    from clcr_cli.store import FeatureStore
+
+    with FeatureStore(streaming.write_store(tmp_path, 40)) as store:
+        assert len(store) == 40 and store.num_classes == 8
+        assert {m: info.shape for m, info in store.modalities.items()} == streaming.SHAPES
+        assert len(store.split_indices("train")) == 28
+        assert not list(tmp_path.glob("part-*.h5"))  # the parts are removed once joined

@@ -1,0 +1,126 @@
+"""Training memory: peak RSS of a streamed training run for N and 16N training samples.
+
+A store of random features with the shapes of a real audio-visual task (BERT levels 3 x 32
+x 384, log-mel 201 x 64, 16 RGB frames of 64 x 64) is written part by part for each size;
+then, in a fresh Python process per size, ``clcr_cli.training.loop.fit`` trains CLCR for
+one epoch with ``stream_above_mb = 0``, so every split is read from the store batch by
+batch. The process reports its lifetime peak RSS (``ru_maxrss``): the figure is the peak at
+16N, the reference the peak at N, and the ratio must stay near 1 (the goal is <= 1.3).
+The same run held in memory is the second figure: the memory the streaming saves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import Figure, Result
+
+BASE_SAMPLES = 32
+GROWTH = 16
+PART = 64  # samples per part file
+SHAPES = {"text": (3, 32, 384), "audio": (201, 64), "video": (16, 64, 64, 3)}
+_CHILD = (
+    "import sys; from bench.streaming import child_main; "
+    "child_main(sys.argv[1], float(sys.argv[2]))"
+)
+
+
+def write_store(folder: Path, n: int) -> Path:
+    """A store of ``n`` samples of random features (70/15/15 splits, 8 classes)."""
+    from clcr_cli.store import ModalityLayout, PartData, assemble_store, write_part
+
+    layouts = {
+        "text": ModalityLayout("levels", "text", "float32"),
+        "audio": ModalityLayout("sequence", "audio", "float32"),
+        "video": ModalityLayout("frames", "video", "uint8"),
+    }
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for start in range(0, n, PART):
+        part = PartData()
+        for i in range(start, min(n, start + PART)):
+            part.ids.append(f"s{i:06d}")
+            part.splits.append("train" if i % 20 < 14 else ("valid" if i % 20 < 17 else "test"))
+            part.labels.append(float(i % 8))
+            part.features.setdefault("text", []).append(rng.standard_normal(SHAPES["text"], dtype="f4"))
+            part.features.setdefault("audio", []).append(rng.standard_normal(SHAPES["audio"], dtype="f4"))
+            part.features.setdefault("video", []).append(
+                rng.integers(0, 256, SHAPES["video"], dtype=np.uint8)
+            )
+        parts.append(folder / f"part-{start:06d}.h5")
+        write_part(parts[-1], part, layouts)
+    out = folder / "features.h5"
+    attrs = {"dataset": "bench", "target": "classification", "class_names": [str(c) for c in range(8)]}
+    assemble_store(parts, out, layouts, attrs)
+    for p in parts:
+        p.unlink()
+    return out
+
+
+def child_main(store_path: str, stream_above_mb: float) -> None:
+    """In the fresh process: one epoch of CLCR training, then print seconds and peak RSS."""
+    import io
+
+    from rich.console import Console
+
+    from clcr_cli.config import train_config
+    from clcr_cli.distributed import Dist
+    from clcr_cli.store import FeatureStore
+    from clcr_cli.training.loop import fit
+
+    cfg = train_config(
+        {}, {"task": "bench", "epochs": 1, "batch_size": 16, "stream_above_mb": stream_above_mb}
+    )
+    out = Path(store_path).parent / f"run-{stream_above_mb:g}"
+    out.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    with FeatureStore(store_path) as store:
+        fit(cfg, store, out, Dist(), Console(file=io.StringIO()))
+    seconds = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"seconds": seconds, "peak_mib": peak_kib / 1024}))
+
+
+def train_in_subprocess(store: Path, stream_above_mb: float) -> dict[str, float]:
+    """Seconds and peak RSS (MiB) of one training epoch in a fresh process."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(store), str(stream_above_mb)],
+        capture_output=True, text=True, env=env, cwd=root,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"training on {store} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(n_samples: int, workdir: Path, size: str = "small") -> Result:
+    small, large = n_samples, GROWTH * n_samples
+    stores = {n: write_store(Path(workdir) / f"streaming-{n}", n) for n in (small, large)}
+    streamed = {n: train_in_subprocess(stores[n], 0.0) for n in (small, large)}
+    in_memory = train_in_subprocess(stores[large], float("inf"))
+    train = {n: sum(1 for i in range(n) if i % 20 < 14) for n in (small, large)}
+    return Result(
+        "training memory",
+        size,
+        {"N": small, "16N": large, "train N": train[small], "train 16N": train[large]},
+        [
+            Figure("streamed peak RSS at 16N", streamed[large]["peak_mib"],
+                   "streamed peak RSS at N", streamed[small]["peak_mib"], "MiB"),
+            Figure("streamed peak RSS at 16N", streamed[large]["peak_mib"],
+                   "in-memory peak RSS at 16N", in_memory["peak_mib"], "MiB"),
+            Figure("streamed epoch seconds at 16N", streamed[large]["seconds"],
+                   "in-memory epoch seconds at 16N", in_memory["seconds"], "s"),
+        ],
+        {"process": "fresh python per run; peak = ru_maxrss of that process (imports included)",
+         "features": {m: list(s) for m, s in SHAPES.items()}},
+    )
