@@ -14,5 +14,6 @@ from clcr_cli.datasets.fsdd_digits import write_fsdd_digits_manifest
 print(write_fsdd_digits_manifest(Path('$FSDD'), Path('$WORKDIR/raw/fsdd-digits'), per_digit=$PER_DIGIT, seed=0))
 ")
 clcr extract --dataset fsdd-digits --manifest "$manifest" --workdir "$WORKDIR" --max-seconds 1.0
-clcr train --task fsdd-digits --workdir "$WORKDIR" --epochs "${EPOCHS:-30}" --set lr=0.01 --d 64
-clcr eval --task fsdd-digits --workdir "$WORKDIR" --epochs "${EPOCHS:-30}" --set lr=0.01 --d 64
+# a manifest task: the short-budget recipe of `clcr train --help` (AdamW, 10 epochs, d 64)
+clcr train --task fsdd-digits --workdir "$WORKDIR" --epochs "${EPOCHS:-10}"
+clcr eval --task fsdd-digits --workdir "$WORKDIR" --epochs "${EPOCHS:-10}"
