@@ -12,6 +12,10 @@ import ctypes
 import gc
 import json
 import math
+import os
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,6 +140,24 @@ def best_of(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, Measur
         name: Measured(min(m.seconds for m in ms), max(m.peak_mib for m in ms))
         for name, ms in rounds.items()
     }
+
+
+def report_seconds_and_peak(seconds: float) -> None:
+    """In a child process: print ``seconds`` and this process's lifetime peak RSS as JSON."""
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"seconds": seconds, "peak_mib": peak_kib / 1024}))
+
+
+def in_fresh_process(module: str, function: str, *args: str) -> dict[str, float]:
+    """Call ``module.function(*args)`` (string arguments) in a fresh Python process, whose
+    last line of output is JSON (:func:`report_seconds_and_peak`); return that JSON."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    code = f"import sys; from {module} import {function}; {function}(*sys.argv[1:])"
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=root)
+    if done.returncode != 0:
+        raise RuntimeError(f"{module}.{function}{args} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def cost_figures(measured: dict[str, Measured], figure: str, reference: str) -> list[Figure]:

@@ -9,23 +9,17 @@ the peak should stay flat: the figure is the peak at 16N, the reference the peak
 
 from __future__ import annotations
 
-import json
-import os
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from bench.common import Figure, Result, synth_dataset
+from bench.common import Figure, Result, in_fresh_process, report_seconds_and_peak, synth_dataset
 
 BASE_SAMPLES = 16
 GROWTH = 16
-_CHILD = "import sys; from bench.memory import child_main; child_main(sys.argv[1], int(sys.argv[2]))"
 
 
-def child_main(workdir: str, n_samples: int) -> None:
-    """In the fresh process: extract, then print the stage's seconds and this process's peak RSS."""
+def child_main(workdir: str, n_samples: str) -> None:
+    """In the fresh process: extract, then report the stage's seconds and the peak RSS."""
     import io
 
     from rich.console import Console
@@ -33,32 +27,17 @@ def child_main(workdir: str, n_samples: int) -> None:
     from clcr_cli.config import extract_config
     from clcr_cli.stages.extract import run_extract
 
-    cfg = extract_config({}, {"dataset": "synth", "n_samples": n_samples})
+    cfg = extract_config({}, {"dataset": "synth", "n_samples": int(n_samples)})
     t0 = time.perf_counter()
     run_extract(cfg, Path(workdir), force=True, console=Console(file=io.StringIO()))
-    seconds = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "peak_mib": peak_kib / 1024}))
-
-
-def extract_in_subprocess(workdir: Path, n_samples: int) -> dict[str, float]:
-    """Seconds and peak RSS (MiB) of one extraction of ``n_samples`` in a fresh process."""
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(workdir), str(n_samples)],
-        capture_output=True, text=True, env=env, cwd=root,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"extract of {n_samples} samples failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    report_seconds_and_peak(time.perf_counter() - t0)
 
 
 def run(n_samples: int, workdir: Path, size: str = "small") -> Result:
     small, large = n_samples, GROWTH * n_samples
     for n in (small, large):
         synth_dataset(workdir, n)  # generated here, not in the measured process
-    runs = {n: extract_in_subprocess(workdir, n) for n in (small, large)}
+    runs = {n: in_fresh_process("bench.memory", "child_main", str(workdir), str(n)) for n in (small, large)}
     return Result(
         "extract memory",
         size,

@@ -11,26 +11,17 @@ The same run held in memory is the second figure: the memory the streaming saves
 
 from __future__ import annotations
 
-import json
-import os
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import Figure, Result
+from bench.common import Figure, Result, in_fresh_process, report_seconds_and_peak
 
 BASE_SAMPLES = 32
 GROWTH = 16
 PART = 64  # samples per part file
 SHAPES = {"text": (3, 32, 384), "audio": (201, 64), "video": (16, 64, 64, 3)}
-_CHILD = (
-    "import sys; from bench.streaming import child_main; "
-    "child_main(sys.argv[1], float(sys.argv[2]))"
-)
 
 
 def write_store(folder: Path, n: int) -> Path:
@@ -66,8 +57,8 @@ def write_store(folder: Path, n: int) -> Path:
     return out
 
 
-def child_main(store_path: str, stream_above_mb: float) -> None:
-    """In the fresh process: one epoch of CLCR training, then print seconds and peak RSS."""
+def child_main(store_path: str, stream_above_mb: str) -> None:
+    """In the fresh process: one epoch of CLCR training, then report seconds and peak RSS."""
     import io
 
     from rich.console import Console
@@ -78,29 +69,19 @@ def child_main(store_path: str, stream_above_mb: float) -> None:
     from clcr_cli.training.loop import fit
 
     cfg = train_config(
-        {}, {"task": "bench", "epochs": 1, "batch_size": 16, "stream_above_mb": stream_above_mb}
+        {}, {"task": "bench", "epochs": 1, "batch_size": 16, "stream_above_mb": float(stream_above_mb)}
     )
-    out = Path(store_path).parent / f"run-{stream_above_mb:g}"
+    out = Path(store_path).parent / f"run-{stream_above_mb}"
     out.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     with FeatureStore(store_path) as store:
         fit(cfg, store, out, Dist(), Console(file=io.StringIO()))
-    seconds = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "peak_mib": peak_kib / 1024}))
+    report_seconds_and_peak(time.perf_counter() - t0)
 
 
 def train_in_subprocess(store: Path, stream_above_mb: float) -> dict[str, float]:
     """Seconds and peak RSS (MiB) of one training epoch in a fresh process."""
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(store), str(stream_above_mb)],
-        capture_output=True, text=True, env=env, cwd=root,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"training on {store} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return in_fresh_process("bench.streaming", "child_main", str(store), str(stream_above_mb))
 
 
 def run(n_samples: int, workdir: Path, size: str = "small") -> Result:
