@@ -5,18 +5,25 @@ stage's name and version, the options that change its result and the keys of its
 (:class:`StageKey`). Inside it:
 
 - ``params.json``   written when the stage starts: what the key was computed from;
-- ``manifest.json`` written last, through a temporary file and a rename: the output is
-  *complete* exactly when this file exists;
+- ``manifest.json`` written last, through a temporary file and a rename: every file of
+  the output with its size and sha256. The output is *complete* when this file exists
+  and the files are as it records them (:func:`check_output`); *corrupt* when they are
+  not (a file missing, of another size, or -- where it is hashed -- of other content);
 - ``.lock``         an advisory ``flock``: one process writes an output at a time.
 
 Every stage goes through :func:`produce`: reuse a complete output, else take the lock,
 check again (another process may have finished it while this one waited), begin, do the
 work, complete. A changed option gives another key and so another folder; ``force``
 clears the folder and redoes the stage. A partial output (a run that was killed) is left
-as it is, so that a stage that knows how can resume from it.
+as it is, so that a stage that knows how can resume from it. A corrupt output is never
+reused: its damaged files (and the outputs nested in it) are removed and the stage is
+redone, resuming from what is intact (a train run from an intact ``last.pt``).
 
-Files are written through :func:`atomic_path` (a temporary name, then a rename); the
-workspace is searched through :func:`complete_outputs` and :func:`list_outputs` only.
+Reuse checks every file's size, and the sha256 of files up to :data:`HASHED_ON_REUSE`
+bytes; ``clcr status --verify`` hashes them all. Files are written through
+:func:`atomic_path` (a temporary name, then a rename); the workspace is searched through
+:func:`complete_outputs` and :func:`list_outputs` only. A name read from a file that
+becomes a folder name goes through :func:`is_folder_name` first.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -36,19 +44,39 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
-from clcr_cli.errors import ClcrError
+from clcr_cli.errors import ClcrError, environment_error
 
 PARAMS = "params.json"
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 TEMP_MARK = ".tmp-"  # in the name of whatever atomic_path is writing
 OUTPUT_GLOBS = {"eval": "train/*/eval/*"}  # evaluations sit inside the train output they evaluated
+NESTED = ("eval",)  # sub-folders of an output that hold other outputs, not its own files
+HASHED_ON_REUSE = 16 << 20  # files up to this size (bytes) are hashed each time an output is reused
+FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def is_folder_name(name: object) -> bool:
+    """True when ``name`` (a dataset or task name, possibly read from a file) can name a
+    folder: letters, digits, '_', '.' and '-', starting with a letter or digit -- never a
+    path, ``..`` or an absolute name."""
+    return isinstance(name, str) and FOLDER_NAME.match(name) is not None
 
 
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: the same options always hash the same."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's content, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextmanager
@@ -130,6 +158,61 @@ class StageKey:
         }
 
 
+@dataclass(frozen=True)
+class Check:
+    """What :func:`check_output` found in an output folder."""
+
+    state: str  # complete | partial (no manifest yet) | corrupt
+    problems: dict[str, str] = field(default_factory=dict)  # file -> what is wrong with it
+    manifest: dict[str, Any] = field(default_factory=dict)  # the manifest, when readable
+
+    def describe(self) -> str:
+        """The problems on one line, e.g. ``features.h5: 812 bytes, the manifest says 9,216``."""
+        return "; ".join(f"{name}: {problem}" for name, problem in self.problems.items())
+
+
+def _recorded(entry: Any) -> tuple[int, str | None]:
+    """(size, sha256) of a manifest's file entry; outputs completed before checksums were
+    recorded hold the size alone."""
+    if isinstance(entry, int) and not isinstance(entry, bool):
+        return entry, None
+    size, digest = entry["size"], entry.get("sha256")
+    if not isinstance(size, int) or not (digest is None or isinstance(digest, str)):
+        raise TypeError(f"bad entry {entry!r}")
+    return size, digest
+
+
+def _inside(name: str) -> bool:
+    """True when ``name`` (read from a manifest) is a path below the output folder."""
+    path = Path(name)
+    return bool(path.parts) and not path.is_absolute() and ".." not in path.parts
+
+
+def check_output(folder: Path, full: bool = False) -> Check:
+    """The state of an output folder. Every file its manifest lists must exist with the
+    recorded size and, for files up to :data:`HASHED_ON_REUSE` bytes (every file with
+    ``full``), the recorded sha256."""
+    if not (folder / MANIFEST).is_file():
+        return Check("partial")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = {name: _recorded(entry) for name, entry in manifest["files"].items()}
+        if not all(isinstance(name, str) and _inside(name) for name in files):
+            raise ValueError("a listed file lies outside the output")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return Check("corrupt", {MANIFEST: f"unreadable ({type(exc).__name__}: {exc})"})
+    problems = {}
+    for name, (size, digest) in files.items():
+        path = folder / name
+        if not path.is_file():
+            problems[name] = "missing"
+        elif path.stat().st_size != size:
+            problems[name] = f"{path.stat().st_size:,} bytes, the manifest says {size:,}"
+        elif digest is not None and (full or size <= HASHED_ON_REUSE) and sha256_file(path) != digest:
+            problems[name] = "content differs from its recorded sha256"
+    return Check("corrupt" if problems else "complete", problems, manifest)
+
+
 class StageDir:
     """One stage output folder: its state, its lock and its atomic completion.
 
@@ -138,11 +221,16 @@ class StageDir:
     """
 
     def __init__(self, workdir: Path, key: StageKey) -> None:
+        if not is_folder_name(key.dataset):
+            raise ClcrError(f"{key.dataset!r} cannot name a {key.stage} output folder")
         self.key = key
         self.path = Path(workdir) / key.stage / f"{key.dataset}-{key.digest}"
 
+    def check(self, full: bool = False) -> Check:
+        return check_output(self.path, full)
+
     def is_complete(self) -> bool:
-        return (self.path / MANIFEST).is_file()
+        return self.check().state == "complete"
 
     def manifest(self) -> dict[str, Any]:
         return json.loads((self.path / MANIFEST).read_text())
@@ -183,22 +271,44 @@ class StageDir:
             fh.flush()
             yield
 
+    def _own_files(self) -> list[Path]:
+        """The output's files: not the manifest, the locks or the files of nested outputs."""
+        return [
+            p for p in sorted(self.path.rglob("*"))
+            if p.is_file() and p.relative_to(self.path).parts[0] not in NESTED
+            and p.name != MANIFEST and not p.name.startswith(LOCK)
+        ]
+
+    def _clear(self) -> None:
+        for child in self.path.iterdir():
+            if not child.name.startswith(LOCK):
+                _remove(child)
+
     def begin(self, force: bool = False) -> None:
-        """Start (or resume) writing: with ``force`` everything but the lock is removed first."""
+        """Start (or resume) writing: with ``force`` everything but the lock is removed first;
+        otherwise the manifest and what dead writers left half-written in the folder."""
         if force:
-            for child in self.path.iterdir():
-                if not child.name.startswith(LOCK):
-                    _remove(child)
+            self._clear()
         else:
             (self.path / MANIFEST).unlink(missing_ok=True)
+            remove_stale_temps(self.path)
         atomic_write_text(self.path / PARAMS, json.dumps(self.key.as_dict(), indent=2, default=str))
 
+    def discard(self, check: Check) -> None:
+        """Remove what a corrupt output's ``check`` found damaged, and the outputs nested in
+        it (they were made from it); with an unreadable manifest, everything."""
+        if MANIFEST in check.problems:
+            self._clear()
+            return
+        for name in [*check.problems, *NESTED]:
+            _remove(self.path / name)
+
     def complete(self, summary: Mapping[str, Any] | None = None) -> None:
-        """Mark the output complete: the manifest lists every file and is written last."""
+        """Mark the output complete: the manifest lists every file with its size and sha256
+        (nested outputs have their own) and is written last."""
         files = {
-            str(p.relative_to(self.path)): p.stat().st_size
-            for p in sorted(self.path.rglob("*"))
-            if p.is_file() and p.name != MANIFEST and not p.name.startswith(LOCK)
+            str(p.relative_to(self.path)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in self._own_files()
         }
         manifest = {
             **self.key.as_dict(),
@@ -221,27 +331,37 @@ def produce(
     """The routine of every stage: make ``stage``'s output with ``work``, or reuse it.
 
     A complete output is reused (unless ``force``). Otherwise the folder's lock is taken
-    (waiting for another writer up to ``lock_timeout`` s), completeness is checked again --
-    a process that waited on the lock finds what the other one wrote and reuses it --, the
-    folder is begun, ``work()`` writes into it and returns the summary that completes it.
-    ``writer`` False is a process that works alongside the writer (a DDP rank other than
-    0): it neither locks, begins nor completes. Returns the summary, or None if reused.
+    (waiting for another writer up to ``lock_timeout`` s), the state is checked again -- a
+    process that waited on the lock finds what the other one wrote and reuses it --, a
+    corrupt output's damaged files are discarded (with a message), the folder is begun,
+    ``work()`` writes into it and returns the summary that completes it. ``writer`` False
+    is a process that works alongside the writer (a DDP rank other than 0): it neither
+    locks, begins nor completes. Returns the summary, or None if reused. A failing
+    filesystem call (a full disk, a read-only folder) is one line naming the path.
     """
     console = console or Console(stderr=True)
     key = stage.key
     reusing = f"[green]reusing[/] {key.stage} {key.dataset} ({key.digest}): {stage.path}"
-    if stage.is_complete() and not force:
+    if not force and stage.is_complete():
         console.print(reusing)
         return None
     if not writer:
         return work()
-    with stage.lock(lock_timeout, on_wait=console.print):
-        if stage.is_complete() and not force:
-            console.print(reusing)
-            return None
-        stage.begin(force=force)
-        summary = dict(work() or {})
-        stage.complete(summary)
+    try:
+        with stage.lock(lock_timeout, on_wait=console.print):
+            check = stage.check()
+            if not force and check.state == "complete":
+                console.print(reusing)
+                return None
+            if not force and check.state == "corrupt":
+                console.print(f"[yellow]redoing[/] {key.stage} {key.dataset} ({key.digest}), its output "
+                              f"is damaged: {escape(check.describe())}", soft_wrap=True)
+                stage.discard(check)
+            stage.begin(force=force)
+            summary = dict(work() or {})
+            stage.complete(summary)
+    except OSError as exc:
+        raise environment_error(exc, stage.path) from exc
     return summary
 
 
@@ -252,28 +372,39 @@ class CachedOutput:
     stage: str
     dataset: str
     key: str
-    complete: bool
+    state: str  # complete | partial | corrupt
+    problem: str  # what is damaged, for a corrupt output
     size: int
     modified: float
     params: dict[str, Any]
     path: Path
 
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
 
 def _folders(workdir: Path, stage: str | None = None) -> list[Path]:
-    """The output folders (complete or not) of ``stage`` (None: every stage) under ``workdir``."""
+    """The output folders (complete or not) of ``stage`` (None: every stage) under
+    ``workdir``: those holding a params.json or a manifest.json."""
     patterns = [OUTPUT_GLOBS.get(stage, f"{stage}/*")] if stage else ["*/*", *OUTPUT_GLOBS.values()]
-    found = {p.parent for pattern in patterns for p in Path(workdir).glob(f"{pattern}/{PARAMS}")}
+    found = {
+        p.parent
+        for pattern in patterns
+        for name in (PARAMS, MANIFEST)
+        for p in Path(workdir).glob(f"{pattern}/{name}")
+    }
     return sorted(found)
 
 
 def complete_outputs(workdir: Path, stage: str, dataset: str | None = None) -> list[Path]:
-    """The complete output folders of ``stage`` (of ``dataset`` only, if given) under
-    ``workdir``, the most recently completed last."""
+    """The complete (not corrupt) output folders of ``stage`` (of ``dataset`` only, if
+    given) under ``workdir``, the most recently completed last."""
     found = []
     for folder in _folders(workdir, stage):
-        manifest = folder / MANIFEST
-        if manifest.is_file() and (dataset is None or json.loads(manifest.read_text())["dataset"] == dataset):
-            found.append((manifest.stat().st_mtime, folder))
+        check = check_output(folder)
+        if check.state == "complete" and dataset in (None, check.manifest.get("dataset")):
+            found.append(((folder / MANIFEST).stat().st_mtime, folder))
     return [folder for _, folder in sorted(found)]
 
 
@@ -281,23 +412,39 @@ def _folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def list_outputs(workdir: Path) -> list[CachedOutput]:
-    """Every stage output under ``workdir`` (folders with a ``params.json``), oldest first."""
+def _key_info(folder: Path, check: Check) -> dict[str, Any]:
+    """What made an output: its params.json, else its manifest (which repeats it), else
+    what the folder's names say."""
+    try:
+        info = json.loads((folder / PARAMS).read_text())
+        if isinstance(info, dict):
+            return info
+    except (OSError, ValueError):
+        pass
+    if check.manifest:
+        return check.manifest
+    dataset, _, key = folder.name.rpartition("-")
+    return {"stage": folder.parent.name, "dataset": dataset, "key": key}
+
+
+def list_outputs(workdir: Path, verify: bool = False) -> list[CachedOutput]:
+    """Every stage output under ``workdir``, oldest first, with its state: checked as
+    reuse checks it, or with ``verify`` every file against its recorded sha256."""
     rows = []
     for folder in _folders(workdir):
-        try:
-            info = json.loads((folder / PARAMS).read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+        check = check_output(folder, full=verify)
+        info = _key_info(folder, check)
+        params = info.get("params")
         rows.append(
             CachedOutput(
-                stage=info.get("stage", folder.parent.name),
-                dataset=info.get("dataset", "?"),
-                key=info.get("key", "?"),
-                complete=(folder / MANIFEST).is_file(),
+                stage=str(info.get("stage", folder.parent.name)),
+                dataset=str(info.get("dataset", "?")),
+                key=str(info.get("key", "?")),
+                state=check.state,
+                problem=check.describe(),
                 size=_folder_size(folder),
                 modified=max(p.stat().st_mtime for p in folder.iterdir()),
-                params=info.get("params", {}),
+                params=params if isinstance(params, dict) else {},
                 path=folder,
             )
         )

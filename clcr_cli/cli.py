@@ -25,7 +25,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from clcr_cli.config import SECTIONS, coerce, command_configs, declared, flag, parse_set
-from clcr_cli.errors import ClcrError, ConfigError
+from clcr_cli.errors import ClcrError, ConfigError, DataError, environment_error
 from clcr_cli.model.errors import ModelConfigError
 
 console = Console(stderr=True)
@@ -76,14 +76,16 @@ SetTrain = Annotated[
 
 @contextmanager
 def user_errors(verbose: bool) -> Iterator[None]:
-    """Turn a :class:`ClcrError` (or the model library's :class:`ModelConfigError`) into one
+    """Turn a :class:`ClcrError` (or the model library's :class:`ModelConfigError`), or a
+    failing filesystem call (an ``OSError``: read-only, disk full, permission), into one
     line on stderr and exit code 2 (traceback with -v)."""
     try:
         yield
-    except (ClcrError, ModelConfigError) as exc:
+    except (ClcrError, ModelConfigError, OSError) as exc:
         if verbose:
             traceback.print_exc()
-        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        message = environment_error(exc) if isinstance(exc, OSError) else exc
+        console.print(f"[red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: run the same command again to resume")
@@ -164,9 +166,12 @@ def with_options(*names: str, skip: tuple[str, ...] = ()) -> Callable[[Callable[
 def _seeds(text: str | None, default: int) -> tuple[int, ...]:
     """``--seeds 1,2,3`` (default: the run's own seed)."""
     try:
-        return coerce(text, tuple[int, ...]) if text else (default,)
+        seeds = coerce(text, tuple[int, ...]) if text else (default,)
     except ValueError as exc:
         raise ConfigError(f"--seeds: {exc}") from None
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(f"--seeds: expected seeds of 0 or more, got {text!r}")
+    return seeds
 
 
 # --- the commands -------------------------------------------------------------------------
@@ -203,7 +208,7 @@ def train(
     given: Given,
     seeds: Seeds = None,
     set_: SetTrain = None,
-    nproc: Annotated[int, typer.Option(help="Train with N processes on this machine (torchrun + DDP).")] = 1,
+    nproc: Annotated[int, typer.Option(min=1, help="Train with N processes on this machine (torchrun + DDP).")] = 1,
     workdir: Workdir = Path("data"),
     config: ConfigFile = None,
     device: Device = "auto",
@@ -246,13 +251,15 @@ def evaluate(
     import json
 
     from clcr_cli.metrics import mean_std
-    from clcr_cli.stages.evaluate import run_eval
+    from clcr_cli.stages.evaluate import check_options, run_eval
     from clcr_cli.stages.train import run_train
 
     with user_errors(verbose):
         cfg = command_configs(config, given, parse_set(set_))
+        check = functools.partial(check_options, cfg["eval"])
         runs = [run] if run is not None else [
-            run_train(dataclasses.replace(cfg["train"], seed=s), cfg["extract"], workdir, device=device, console=console)
+            run_train(dataclasses.replace(cfg["train"], seed=s), cfg["extract"], workdir, device=device,
+                      console=console, check=check)
             for s in _seeds(seeds, cfg["train"].seed)
         ]
         results = [run_eval(r, cfg["eval"], force=force, device=device, console=console) for r in runs]
@@ -353,20 +360,28 @@ def _human_age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
+STATES = {"complete": "[green]complete[/]", "partial": "[yellow]partial[/]", "corrupt": "[red]corrupt[/]"}
+
+
 @app.command()
 def status(
     workdir: Workdir = Path("data"),
     stage: Annotated[str | None, typer.Option(help="Only this stage (extract, train, ...).")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Check every file of every output against its recorded sha256 (reads them all); exit 1 if any is damaged.")] = False,
     verbose: Verbose = False,
 ) -> None:
     """List cached stage outputs: stage, dataset, key, state, size, age and options.
 
-    The options column shows what differs from the defaults (-v: every option)."""
+    The state is complete, partial (being written, or killed: it resumes) or corrupt (a
+    file missing, truncated or changed: the stage redoes it). The options column shows
+    what differs from the defaults (-v: every option)."""
     from clcr_cli.cache import list_outputs
     from clcr_cli.config import non_default_options
 
     with user_errors(verbose):
-        rows = [r for r in list_outputs(workdir) if stage is None or r.stage == stage]
+        if not workdir.is_dir():
+            raise DataError(workdir, "no such workspace folder")
+        rows = [r for r in list_outputs(workdir, verify) if stage is None or r.stage == stage]
         table = Table(title=f"cached outputs in {workdir}")
         for col in ("stage", "dataset", "key", "state", "size", "age", "options"):
             table.add_column(col, overflow="fold")
@@ -378,7 +393,7 @@ def status(
                 r.stage,
                 r.dataset,
                 r.key,
-                "[green]complete[/]" if r.complete else "[yellow]partial[/]",
+                STATES[r.state],
                 _human_size(r.size),
                 _human_age(now - r.modified),
                 options or "(defaults)",
@@ -386,6 +401,13 @@ def status(
         Console().print(table)
         if not rows:
             console.print(f"no cached outputs under {workdir}")
+        corrupt = [r for r in rows if r.state == "corrupt"]
+        for r in corrupt:
+            console.print(f"[red]corrupt[/] {r.path}: {escape(r.problem)}", highlight=False, soft_wrap=True)
+        if corrupt:
+            console.print(f"{len(corrupt)} corrupt output(s): running their stage again redoes them")
+        if verify and corrupt:
+            raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 from collections.abc import Iterable, Iterator, Mapping
@@ -64,15 +65,17 @@ def section(factory: Any, help: str) -> Any:
 class ExtractConfig:
     """Options of ``clcr extract``."""
 
+    # where the data lie is no part of the key: their content is (see datasets/fingerprint.py)
     dataset: str = option("synth", "synth, synth-reg, cremad, ks, ave, ucf101, mosi, mosei, or a name for --manifest.")
-    root: str | None = option(None, "The dataset's folder (default: <workdir>/raw/<dataset>).")
-    split_file: str | None = option(None, "CREMA-D train.csv or Kinetics-Sounds my_train.txt (the test list beside it).")
+    root: str | None = option(None, "The dataset's folder (default: <workdir>/raw/<dataset>).", key=False)
+    split_file: str | None = option(None, "CREMA-D train.csv or Kinetics-Sounds my_train.txt (the test list beside it).", key=False)
     fold: int = option(1, "UCF101 official split.", low=1, high=3)
     aligned: bool = option(False, "MOSI/MOSEI: aligned_50.pkl instead of unaligned_50.pkl.", flag="--aligned/--unaligned")
-    manifest: str | None = option(None, "CSV manifest of a user's dataset (id, split, label, audio/video/image/text).")
+    manifest: str | None = option(None, "CSV manifest of a user's dataset (id, split, label, audio/video/image/text).", key=False)
     target: Literal["classification", "regression"] | None = option(None, "Manifest target (default: from the labels).")
     n_samples: int = option(1200, "synth: number of samples to generate.", low=10)
-    seed: int = option(0, "Random seed: the generated dataset and carved valid splits.")
+    seed: int = option(0, "Random seed: the generated dataset and carved valid splits.", low=0)
+    verify_inputs: bool = option(False, "Identify every input file by the sha256 of its content, not by size and modification time (reads every file).", key=False)
     text_model: str = option("minilm", "'minilm' (offline default), a local HF model folder, or a cached hub id.")
     text_layers: tuple[int, ...] | None = option(None, "Hidden-state indices of the text levels, e.g. 2,4,6 (default: evenly spaced).", low=0)
     text_max_len: int = option(64, "Tokens per transcript (padded/truncated).", low=1)
@@ -83,10 +86,10 @@ class ExtractConfig:
     n_mfcc: int = option(20, "MFCC coefficients.", low=1)
     hop_length: int = option(160, "STFT hop (samples).", low=1)
     n_fft: int = option(400, "STFT window (samples).", low=1)
-    max_seconds: float = option(10.0, "Audio longer than this is cut.", low=0)
-    num_frames: int = option(8, "Video frames per clip.", low=1)
-    frame_size: int = option(112, "Frames are resized to SIZE x SIZE.", low=1)
-    fps: float | None = option(None, "Sample frames at this rate (capped at --num-frames); default: evenly spaced.", low=0)
+    max_seconds: float = option(10.0, "Audio longer than this is cut.", low=0.01)
+    num_frames: int = option(8, "Video frames per clip.", low=1, high=1024)
+    frame_size: int = option(112, "Frames are resized to SIZE x SIZE.", low=1, high=1024)
+    fps: float | None = option(None, "Sample frames at this rate (capped at --num-frames); default: evenly spaced.", low=0.01)
     part_size: int = option(32, "Samples per resumable part file.", low=1)
     on_error: Literal["fail", "skip"] = option("fail", "fail: stop at a bad sample; skip: record it in skipped.csv and go on.")
 
@@ -130,7 +133,7 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model (falls back to eager where unavailable).", key=False)
     stream_above_mb: float = option(2048.0, "A split larger than this (MiB) streams from HDF5 in batches.", key=False, low=0)
     loader_workers: int = option(0, "DataLoader worker processes when streaming.", key=False, low=0)
-    seed: int = option(0, "Random seed of the run.")
+    seed: int = option(0, "Random seed of the run.", low=0)
     model: ModelConfig = section(_model_options, "The model's options: [train.model], --set model.KEY=VALUE.")
 
 
@@ -175,7 +178,7 @@ class AblateConfig:
     """Options of ``clcr ablate``: which variants, seeds, budget rates and baselines."""
 
     variants: tuple[str, ...] = option((), "Variant to compare with full (repeatable; default: all).", flag="--variant")
-    seeds: tuple[int, ...] = option((0,), "Training seeds, e.g. 1,2,3.")
+    seeds: tuple[int, ...] = option((0,), "Training seeds, e.g. 1,2,3.", low=0)
     budget_sweep: tuple[float, ...] = option((), "Participation rates r of the sparsity study, e.g. 0.2,0.4,0.68,0.8,1.0.", low=0, high=1)
     baselines: tuple[str, ...] = option((), "Add a baseline row (repeatable): late-fusion, early-fusion, misa.", flag="--baseline")
     split: Literal["train", "valid", "test"] = option("test", "The split evaluated.")
@@ -187,7 +190,7 @@ class NoiseConfig:
 
     sigmas: tuple[float, ...] = option((0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), "Noise levels in training-std units, increasing.", low=0)
     modality: str = option("each", "each (one curve per modality) | all | a modality name.")
-    noise_seeds: tuple[int, ...] = option((0, 1, 2), "Noise seeds.")
+    noise_seeds: tuple[int, ...] = option((0, 1, 2), "Noise seeds.", low=0)
     models: tuple[str, ...] = option(("clcr", "late-fusion"), "Models compared.")
     split: Literal["train", "valid", "test"] = option("test", "The split evaluated.")
 
@@ -287,6 +290,8 @@ def _checked(value: Any, hint: Any, f: dataclasses.Field) -> Any:
     value = coerce(value, hint)
     low, high = f.metadata.get("low"), f.metadata.get("high")
     for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"must be a finite number, got {v!r}")
         if v is not None and low is not None and v < low:
             raise ValueError(f"must be at least {low}, got {v!r}")
         if v is not None and high is not None and v > high:
@@ -375,7 +380,7 @@ def parse_set(items: Iterable[str] | None) -> dict[str, Any]:
     return out
 
 
-def _check_model(model: ModelConfig) -> None:
+def check_model(model: ModelConfig) -> None:
     """The model library's own checks, before any data exists: two stand-in modalities
     fill the data-derived field (a ModelConfigError is one line, like a ConfigError)."""
     stand_in = (ModalitySpec("a", "sequence", 1), ModalitySpec("b", "sequence", 1))
@@ -399,7 +404,7 @@ def stage_config(
         layers.insert(0, ("defaults", train_defaults(resolve(cls, layers).task)))
     cfg = resolve(cls, layers)
     if cls is TrainConfig:
-        _check_model(cfg.model)
+        check_model(cfg.model)
     return cfg
 
 

@@ -39,6 +39,7 @@ from clcr_cli.cache import atomic_path
 from clcr_cli.errors import DataError
 
 FORMAT_VERSION = 1
+REDO = "the file is damaged: run `clcr extract` with its options and --force to redo it"
 KIND_TIME_AXIS = {"levels": 1, "sequence": 0, "frames": 0}  # of one sample's array
 CHUNK_BYTES = 2 << 20
 STR = h5py.string_dtype()
@@ -203,10 +204,19 @@ class FeatureStore:
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
-            raise DataError(self.path, f"not a readable HDF5 file ({exc})") from None
-        f = self._file
-        if f.attrs.get("clcr_format") != FORMAT_VERSION:
+            reason = " ".join(str(exc).split())
+            raise DataError(self.path, f"not a readable HDF5 file ({reason}); {REDO}") from None
+        if self._file.attrs.get("clcr_format") != FORMAT_VERSION:
+            self._file.close()
             raise DataError(self.path, "not a clcr feature store (or one of another format version)")
+        try:
+            self._read_metadata()
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            self._file.close()
+            raise DataError(self.path, f"damaged feature store ({type(exc).__name__}: {exc}); {REDO}") from None
+
+    def _read_metadata(self) -> None:
+        f = self._file
         self.dataset: str = f.attrs["dataset"]
         self.target: str = f.attrs["target"]
         self.extract_key: str = f.attrs.get("extract_key", "")  # the extract output's key
@@ -254,12 +264,19 @@ class FeatureStore:
         selection of scattered rows decompresses a chunk again for each row it serves (15x
         slower on synth's frames).
         """
-        g = self._file[modality]
+        if indices is not None and len(indices) and np.any(np.diff(indices) <= 0):
+            raise ValueError("indices must be strictly increasing")
+        try:
+            return self._read(self._file[modality], indices)
+        except OSError as exc:  # HDF5 cannot read or decompress a chunk: the file is damaged
+            reason = " ".join(str(exc).split())[:200]
+            raise DataError(self.path, f"cannot read {modality} ({reason}); {REDO}") from None
+
+    @staticmethod
+    def _read(g: h5py.Group, indices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if indices is None:
             return g["data"][()], g["length"][()]
         indices = np.asarray(indices)
-        if len(indices) and np.any(np.diff(indices) <= 0):
-            raise ValueError("indices must be strictly increasing")
         data = g["data"]
         step = data.chunks[0] if data.chunks else max(len(data), 1)
         out = np.empty((len(indices), *data.shape[1:]), dtype=data.dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import time
@@ -40,7 +41,11 @@ def test_complete_only_after_manifest(tmp_path: Path):
         stage.complete({"samples": 3})
     assert stage.is_complete()
     manifest = stage.manifest()
-    assert manifest["files"] == {"out.txt": 5, "params.json": (stage.path / "params.json").stat().st_size}
+    params = stage.path / "params.json"
+    assert manifest["files"] == {
+        "out.txt": {"size": 5, "sha256": hashlib.sha256(b"hello").hexdigest()},
+        "params.json": {"size": params.stat().st_size, "sha256": hashlib.sha256(params.read_bytes()).hexdigest()},
+    }
     assert manifest["summary"] == {"samples": 3}
     assert manifest["params"] == {"n": 4}
 
@@ -205,3 +210,98 @@ def test_atomic_path_removes_a_failed_write_and_stale_temps_of_dead_writers(tmp_
     live.write_text("being written")
     remove_stale_temps(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [live.name]
+
+
+def _completed(workdir: Path, files: dict[str, bytes]) -> StageDir:
+    stage = StageDir(workdir, key())
+    with stage.lock():
+        stage.begin()
+        for name, content in files.items():
+            (stage.path / name).write_bytes(content)
+        stage.complete()
+    return stage
+
+
+def test_reuse_checks_sizes_and_small_hashes_and_verify_checks_every_hash(tmp_path: Path, monkeypatch):
+    from clcr_cli import cache
+
+    stage = _completed(tmp_path, {"small.txt": b"abc", "big.bin": b"x" * 100})
+    monkeypatch.setattr(cache, "HASHED_ON_REUSE", 50)
+    (stage.path / "big.bin").write_bytes(b"y" * 100)  # same size, other content: only --verify sees it
+    assert stage.check().state == "complete"
+    assert stage.check(full=True).problems == {"big.bin": "content differs from its recorded sha256"}
+    (stage.path / "small.txt").write_bytes(b"abd")
+    assert stage.check().problems == {"small.txt": "content differs from its recorded sha256"}
+    (stage.path / "small.txt").write_bytes(b"ab")
+    assert stage.check().describe() == "small.txt: 2 bytes, the manifest says 3"
+    (stage.path / "small.txt").unlink()
+    assert stage.check().describe() == "small.txt: missing" and not stage.is_complete()
+    rows = list_outputs(tmp_path, verify=True)
+    assert [(r.state, r.problem) for r in rows] == [
+        ("corrupt", "big.bin: content differs from its recorded sha256; small.txt: missing")
+    ]
+
+
+def test_a_corrupt_output_is_redone_from_what_is_intact(tmp_path: Path):
+    from rich.console import Console
+
+    from clcr_cli.cache import produce
+
+    stage = _completed(tmp_path, {"kept.txt": b"intact", "bad.txt": b"good"})
+    nested = stage.path / "eval" / "x-1" / "metrics.json"
+    nested.parent.mkdir(parents=True)
+    nested.write_text("{}")
+    (stage.path / "bad.txt").write_bytes(b"evil")
+    seen: dict[str, bool] = {}
+
+    def work() -> dict[str, int]:
+        seen.update(kept=(stage.path / "kept.txt").exists(), bad=(stage.path / "bad.txt").exists(),
+                    nested=nested.exists())
+        (stage.path / "bad.txt").write_bytes(b"good")
+        return {"redone": 1}
+
+    console = Console(record=True, width=200)
+    assert produce(stage, work, console=console) == {"redone": 1}
+    said = console.export_text()
+    assert "redoing extract synth" in said and "bad.txt: content differs from its recorded sha256" in said
+    assert seen == {"kept": True, "bad": False, "nested": False}  # damaged and nested outputs removed
+    assert stage.is_complete() and "eval/x-1/metrics.json" not in stage.manifest()["files"]
+
+
+@pytest.mark.parametrize("name", ["../../precious.txt", "ABS", "", "."])
+def test_a_manifest_naming_files_outside_the_output_is_unreadable(tmp_path: Path, name: str):
+    from rich.console import Console
+
+    from clcr_cli.cache import produce
+
+    stage = _completed(tmp_path, {"out.txt": b"x"})
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    manifest = stage.manifest()
+    manifest["files"][str(outside) if name == "ABS" else name] = {"size": 1, "sha256": "0" * 64}
+    (stage.path / MANIFEST).write_text(json.dumps(manifest))
+    check = stage.check()
+    assert check.state == "corrupt" and list(check.problems) == [MANIFEST]
+    assert "outside the output" in check.describe()
+    produce(stage, lambda: {"again": 1}, console=Console(quiet=True))
+    assert outside.read_text() == "keep me" and stage.is_complete()
+
+
+def test_manifests_of_earlier_versions_record_sizes_only(tmp_path: Path):
+    stage = _completed(tmp_path, {"out.txt": b"hello"})
+    manifest = stage.manifest()
+    manifest["files"] = {name: entry["size"] for name, entry in manifest["files"].items()}
+    (stage.path / MANIFEST).write_text(json.dumps(manifest))
+    assert stage.check(full=True).state == "complete"
+    (stage.path / "out.txt").write_bytes(b"hell")
+    assert stage.check().describe() == "out.txt: 4 bytes, the manifest says 5"
+
+
+def test_stage_folders_are_named_by_plain_names_only(tmp_path: Path):
+    from clcr_cli.cache import is_folder_name
+
+    for bad in ("..", "../x", "/abs", "a/b", ".hidden", "", 3, None):
+        assert not is_folder_name(bad)
+        with pytest.raises(ClcrError, match="cannot name a extract output folder"):
+            StageDir(tmp_path, StageKey("extract", 1, bad, {}))
+    assert is_folder_name("synth-reg") and is_folder_name("my_data.v2")

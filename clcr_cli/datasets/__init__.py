@@ -9,9 +9,9 @@ found but left out, with a reason each (empty for datasets that skip nothing).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
+from clcr_cli.cache import is_folder_name
 from clcr_cli.datasets import ave, cremad, ks, manifest, mmsa, ucf101
 from clcr_cli.datasets.base import TARGETS, Dataset, DatasetOptions
 from clcr_cli.datasets.layout import LoadedDataset, Skipped
@@ -40,7 +40,6 @@ LOADERS: dict[str, Callable[[DatasetOptions], Dataset]] = {
     "mosi": mmsa.load_mosi,
     "mosei": mmsa.load_mosei,
 }
-DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def load_dataset(name: str, options: DatasetOptions) -> Dataset:
@@ -60,7 +59,7 @@ def load_dataset(name: str, options: DatasetOptions) -> Dataset:
             f"unknown dataset '{name}': known datasets are {', '.join(LOADERS)}; "
             "for your own data pass --manifest FILE.csv"
         )
-    if DATASET_NAME.match(name) is None:
+    if not is_folder_name(name):
         raise ConfigError(
             f"dataset name '{name}' must be letters, digits, '_', '.' or '-' (it names folders)"
         )

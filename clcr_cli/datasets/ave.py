@@ -127,4 +127,5 @@ def load(options: DatasetOptions) -> LoadedDataset:
         modalities={"audio": "audio", "video": "video"},
         class_names=class_names,
     )
-    return build_dataset(info, samples, root, root / SPLIT_FILES["train"], skipped)
+    lists = [annotations, *(root / name for name in SPLIT_FILES.values())]
+    return build_dataset(info, samples, root, root / SPLIT_FILES["train"], skipped, lists)

@@ -60,9 +60,17 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class Dataset:
+    """A loader's result. ``sources`` are the files it read to find the samples (a manifest,
+    split or annotation lists, MMSA's label.csv or feature pickle): with the samples and the
+    media they name, what the extract stage's key identifies (``datasets.fingerprint``).
+    ``generated`` marks data written by a generator from options the key already holds
+    (``synth``): its media are identified by path and size, not by modification time."""
+
     info: DatasetInfo
     samples: list[Sample]
     root: Path
+    sources: tuple[Path, ...] = ()
+    generated: bool = False
 
 
 @dataclass(frozen=True)

@@ -83,14 +83,16 @@ def load(options: DatasetOptions) -> LoadedDataset:
     root = require_root(options, "cremad")
     wavs = clip_files(root / "AudioWAV", ".wav")
     flvs = clip_files(root / "VideoFlash", ".flv")
+    lists: list[Path] = []
     if options.split_file is not None:
         samples, skipped = from_split_files(Path(options.split_file), wavs, flvs)
         source = Path(options.split_file)
+        lists = [source, source.with_name("test.csv")]
     else:
         samples, skipped = by_actor(wavs, flvs)
         source = root
     samples = carve_valid(samples, actor_of, options.seed, source)
-    return build_dataset(INFO, samples, root, source, skipped)
+    return build_dataset(INFO, samples, root, source, skipped, lists)
 
 
 def clip_problem(clip: str, wavs: dict[str, Path], flvs: dict[str, Path]) -> str | None:

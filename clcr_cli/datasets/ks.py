@@ -105,4 +105,4 @@ def load(options: DatasetOptions) -> LoadedDataset:
         class_names=class_names(n_classes, labelled_files),
     )
     samples = carve_valid(samples, lambda s: s.id, options.seed, train_list)
-    return build_dataset(info, samples, root, train_list, skipped)
+    return build_dataset(info, samples, root, train_list, skipped, lists.values())

@@ -141,13 +141,14 @@ def build_dataset(
     root: Path,
     source: Path,
     skipped: Iterable[Skipped] = (),
+    sources: Iterable[Path] = (),
 ) -> LoadedDataset:
     """Check the invariants every loader promises, then wrap the result.
 
     Ids are unique, every split is one of SPLITS and non-empty, labels are finite, class
     labels index ``info.class_names``, and there are at least two distinct labels (one
     class, or one regression value, leaves nothing to learn). ``source`` is the file or
-    folder named in errors.
+    folder named in errors; ``sources`` the files the loader read (``Dataset.sources``).
     """
     duplicates = [i for i, n in Counter(s.id for s in samples).items() if n > 1]
     if duplicates:
@@ -183,4 +184,6 @@ def build_dataset(
         raise DataError(
             source, f"all {len(samples)} samples have {only}; {info.target} needs at least {needed}"
         )
-    return LoadedDataset(info=info, samples=samples, root=root, skipped=tuple(skipped))
+    return LoadedDataset(
+        info=info, samples=samples, root=root, sources=tuple(sources), skipped=tuple(skipped)
+    )

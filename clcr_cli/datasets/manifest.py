@@ -195,4 +195,4 @@ def load(options: DatasetOptions, name: str) -> LoadedDataset:
         modalities={column: MODALITY_COLUMNS[column] for column in modalities},
         class_names=class_names,
     )
-    return build_dataset(info, samples, manifest.parent, manifest)
+    return build_dataset(info, samples, manifest.parent, manifest, sources=[manifest])

@@ -181,7 +181,7 @@ def from_pickle(path: Path, root: Path, name: str) -> LoadedDataset:
         target="regression",
         modalities={"text": "text", "audio": "array", "video": "array"},
     )
-    return build_dataset(info, samples, root, path)
+    return build_dataset(info, samples, root, path, sources=[path])
 
 
 # --- MMSA-FET's raw layout --------------------------------------------------------------------
@@ -246,4 +246,4 @@ def from_raw(label_csv: Path, root: Path, name: str) -> LoadedDataset:
         target="regression",
         modalities={"text": "text", "audio": "audio", "video": "video"},
     )
-    return build_dataset(info, samples, root, label_csv)
+    return build_dataset(info, samples, root, label_csv, sources=[label_csv])

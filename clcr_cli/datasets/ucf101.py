@@ -120,4 +120,5 @@ def load(options: DatasetOptions) -> LoadedDataset:
     )
     train_list = lists / f"trainlist0{options.fold}.txt"
     samples = carve_valid(samples, group_of, options.seed, train_list)
-    return build_dataset(info, samples, root, train_list, [])
+    read = [lists / "classInd.txt", train_list, lists / f"testlist0{options.fold}.txt"]
+    return build_dataset(info, samples, root, train_list, [], read)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -83,10 +84,35 @@ class ModelConfig:
         return cls(**values)
 
     def validate(self) -> None:
-        """Raise ModelConfigError, one line, for any value the model cannot be built with."""
+        """Raise ModelConfigError, one line, for any value the model cannot be built with.
+
+        Every size is bounded (:data:`SIZE_BOUNDS`, :data:`SPEC_BOUNDS`, and the encoders'
+        per-level projections and positional tables at most :data:`MAX_ENCODER_VALUES`), so
+        that a config read from a file cannot ask for more memory than a sane model needs.
+        """
+        for name, (low, high) in SIZE_BOUNDS.items():
+            _bounded(name, getattr(self, name), low, high)
+        for name in ("shared_dim", "private_dim"):
+            if getattr(self, name) is not None:
+                _bounded(name, getattr(self, name), 1, self.d)
+        if not isinstance(self.frame_channels, tuple | list) or len(self.frame_channels) != 3:
+            raise ModelConfigError(f"frame_channels: expected 3 channel counts, got {self.frame_channels!r}")
+        for channels in self.frame_channels:
+            _bounded("frame_channels", channels, 1, MAX_FRAME_CHANNELS)
+        for name in ("lambda_intra", "lambda_inter", "budget_scale", "participation", "dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ModelConfigError(f"{name}: expected a finite number, got {value!r}")
+        for name in ("lambda_intra", "lambda_inter"):
+            if getattr(self, name) < 0:
+                raise ModelConfigError(f"{name}: must be at least 0, got {getattr(self, name)}")
+        if not isinstance(self.learn_budget, bool):
+            raise ModelConfigError(f"learn_budget: expected true or false, got {self.learn_budget!r}")
         names = self.modality_names
         if len(names) < 2:
             raise ModelConfigError(f"a multimodal model needs two or more modalities, got {names}")
+        if len(names) > MAX_MODALITIES:
+            raise ModelConfigError(f"modalities: at most {MAX_MODALITIES}, got {len(names)}")
         if len(set(names)) != len(names):
             raise ModelConfigError(f"modality names must be unique, got {names}")
         if self.task not in ("classification", "regression"):
@@ -99,8 +125,6 @@ class ModelConfig:
             )
         if self.whitening not in ("standardise", "full"):
             raise ModelConfigError(f"whitening must be 'standardise' or 'full', got {self.whitening!r}")
-        if self.num_levels < 1:
-            raise ModelConfigError(f"num_levels must be >= 1, got {self.num_levels}")
         if self.budget_scale <= 0:
             raise ModelConfigError(f"budget_scale must be > 0, got {self.budget_scale}")
         if not 0 < self.participation <= 1:
@@ -115,10 +139,67 @@ class ModelConfig:
                 raise ModelConfigError(
                     f"num_heads={self.num_heads} must divide d={self.d} and shared_dim={ks}"
                 )
-        if self.tcn_kernel < 1 or self.tcn_kernel % 2 == 0:
+        if self.tcn_kernel % 2 == 0:
             raise ModelConfigError(f"tcn_kernel must be odd, got {self.tcn_kernel}")
         if not 0 <= self.dropout < 1:
             raise ModelConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
         for spec in self.modalities:
-            if spec.kind not in ("levels", "sequence", "frames"):
-                raise ModelConfigError(f"modality {spec.name!r}: unknown kind {spec.kind!r}")
+            self._validate_spec(spec)
+        values = sum(
+            self.num_levels * (self._encoder_input(spec) + self.max_len) * self.d
+            for spec in self.modalities
+        )
+        if values > MAX_ENCODER_VALUES:
+            raise ModelConfigError(
+                f"d={self.d}, num_levels={self.num_levels} and max_len={self.max_len} make the "
+                f"encoders' projections and positional tables {values:,} values, more than the "
+                f"{MAX_ENCODER_VALUES:,} allowed"
+            )
+
+    def _encoder_input(self, spec: ModalitySpec) -> int:
+        """The width each level's projection reads: stored levels as they are, else d."""
+        return spec.dim if spec.kind == "levels" else self.d
+
+    def _validate_spec(self, spec: ModalitySpec) -> None:
+        where = f"modality {spec.name!r}"
+        if not isinstance(spec.name, str) or not spec.name:
+            raise ModelConfigError(f"modality names must be non-empty strings, got {spec.name!r}")
+        if spec.kind not in ("levels", "sequence", "frames"):
+            raise ModelConfigError(f"{where}: unknown kind {spec.kind!r}")
+        for name, (low, high) in SPEC_BOUNDS.items():
+            _bounded(f"{where} {name}", getattr(spec, name), low, high)
+        if spec.kind == "levels" and spec.num_levels_in < self.num_levels:
+            raise ModelConfigError(
+                f"{where} holds {spec.num_levels_in} stored hidden-state level(s) but the model "
+                f"needs num_levels={self.num_levels}: extract more text layers or lower num_levels"
+            )
+        if spec.max_steps > self.max_len:
+            raise ModelConfigError(
+                f"{where} has up to {spec.max_steps} steps but max_len is {self.max_len}: raise "
+                "max_len or shorten the inputs"
+            )
+
+
+# Bounds of every size a config holds (inclusive): generous for any real model, and a
+# guard against a crafted model.json asking for terabytes.
+SIZE_BOUNDS = {
+    "d": (2, 2048),
+    "num_levels": (1, 16),
+    "num_heads": (1, 256),
+    "max_len": (1, 65536),
+    "tcn_kernel": (1, 63),
+    "reg_max_tokens": (1, 1 << 20),
+    "num_classes": (1, 100_000),
+}
+SPEC_BOUNDS = {"dim": (1, 16384), "num_levels_in": (1, 128), "max_steps": (0, 65536)}
+MAX_FRAME_CHANNELS = 1024
+MAX_MODALITIES = 16
+MAX_ENCODER_VALUES = 1 << 28  # 1 GiB of float32 weights in the encoders' largest tensors
+
+
+def _bounded(name: str, value: Any, low: int, high: int) -> None:
+    """``value`` must be an integer in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelConfigError(f"{name}: expected an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ModelConfigError(f"{name}: must be from {low} to {high}, got {value}")

@@ -16,13 +16,21 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from clcr_cli.cache import StageDir, StageKey, produce
-from clcr_cli.config import AblateConfig, EvalConfig, ExtractConfig, TrainConfig, key_options
+from clcr_cli.config import (
+    AblateConfig,
+    EvalConfig,
+    ExtractConfig,
+    TrainConfig,
+    check_model,
+    key_options,
+)
 from clcr_cli.errors import ConfigError
 from clcr_cli.metrics import (
     METRIC_NAMES,
@@ -32,7 +40,7 @@ from clcr_cli.metrics import (
     primary_metric,
 )
 from clcr_cli.model import BASELINES, VARIANTS
-from clcr_cli.stages.evaluate import run_eval
+from clcr_cli.stages.evaluate import check_options, run_eval
 from clcr_cli.stages.train import run_train, train_params
 
 ABLATE_VERSION = 2  # 2: paired differences with intervals
@@ -42,7 +50,8 @@ ABLATION_MD = "ablation.md"
 
 
 def planned_runs(base: TrainConfig, cfg: AblateConfig) -> list[tuple[str, TrainConfig]]:
-    """(label, train config) of every run the table needs, ``full`` first."""
+    """(label, train config) of every run the table needs, ``full`` first; each run's model
+    options are checked (a budget rate of 0, say) before any is trained."""
     variants = list(cfg.variants or VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS] + [b for b in cfg.baselines if b not in BASELINES]
     if unknown:
@@ -58,11 +67,14 @@ def planned_runs(base: TrainConfig, cfg: AblateConfig) -> list[tuple[str, TrainC
         for r in cfg.budget_sweep
     ]
     plans += [(b, {"model": b, "variant": "full"}) for b in cfg.baselines]
-    return [
+    runs = [
         (label, dataclasses.replace(base, seed=seed, model=dataclasses.replace(base.model, **changes)))
         for label, changes in plans
         for seed in cfg.seeds
     ]
+    for _, run in runs:
+        check_model(run.model)
+    return runs
 
 
 def _markdown(rows: list[dict[str, Any]], names: list[str], primary: str) -> str:
@@ -106,10 +118,12 @@ def run_ablate(
     console = console or Console(stderr=True)
     plans = planned_runs(base, cfg)
     results = []
+    evaluation = EvalConfig(split=cfg.split)
     for i, (label, tcfg) in enumerate(plans, 1):
         console.rule(f"ablate {base.task} [{i}/{len(plans)}]: {label}, seed {tcfg.seed}")
-        train_dir = run_train(tcfg, extract_cfg, workdir, force=force, device=device, console=console)
-        metrics = run_eval(train_dir, EvalConfig(split=cfg.split), device=device, console=console)
+        train_dir = run_train(tcfg, extract_cfg, workdir, force=force, device=device, console=console,
+                              check=partial(check_options, evaluation))
+        metrics = run_eval(train_dir, evaluation, device=device, console=console)
         results.append((label, tcfg.seed, train_dir, metrics))
     params = {"base": train_params(base, keyed_only=False), "ablate": key_options(cfg)}
     inputs = {f"{label}/{seed}": d.name for label, seed, d, _ in results}

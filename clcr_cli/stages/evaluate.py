@@ -2,7 +2,9 @@
 
 Inputs:   a complete train output (weights, config, feature statistics) and its store.
 Params:   :class:`~clcr_cli.config.EvalConfig` (split, modalities evaluated as missing).
-Outputs:  ``<train output>/eval/<task>-<key>/`` -- next to the checkpoint it evaluated:
+Outputs:  ``<train output>/eval/<task>-<key>/`` -- next to the checkpoint it evaluated
+          (``--run DIR``: inside DIR; the task named in DIR's manifest must be a plain
+          name, and the store is DIR's workspace's ``extract/<task>-<key>/features.h5``):
             metrics.json     metrics (classification: acc, macro/weighted F1, confusion;
                              regression: MAE, Corr, Acc-7, Acc-5, Has0/Non0 Acc-2 and F1),
                              mean InterCAD level and modality weights
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,11 @@ from typing import Any
 from rich.console import Console
 from torch import nn
 
-from clcr_cli.cache import MANIFEST, StageDir, StageKey, produce
+from clcr_cli.cache import MANIFEST, StageDir, StageKey, check_output, is_folder_name, produce
 from clcr_cli.config import EvalConfig, key_options
 from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.runtime import resolve_device
+from clcr_cli.stages.extract import STORE_FILE
 from clcr_cli.store import FeatureStore
 from clcr_cli.training.data import FeatureStats, SplitData, load_split, standardise
 from clcr_cli.training.inference import Predictions, compute_metrics, load_trained, predict
@@ -34,11 +38,52 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 
 
-def _train_meta(train_dir: Path) -> dict[str, Any]:
-    manifest = train_dir / MANIFEST
-    if not manifest.is_file():
+DIGEST = re.compile(r"^[0-9a-f]{12}$")
+
+
+def train_manifest(train_dir: Path) -> dict[str, Any]:
+    """The manifest of the complete, intact train output ``train_dir``, its fields that
+    name folders checked: the task (a plain name) and the extraction's key."""
+    check = check_output(train_dir)
+    if check.state == "partial":
         raise DataError(train_dir, "not a complete train output (run `clcr train` first)")
-    return json.loads(manifest.read_text())
+    if check.state == "corrupt":
+        raise DataError(train_dir, f"the train output is damaged ({check.describe()}); "
+                                   "run `clcr train` with its options again to redo it")
+    train, where = check.manifest, train_dir / MANIFEST
+    if train.get("stage") != "train" or not isinstance(train.get("params"), dict):
+        raise DataError(where, "not the manifest of a train output")
+    if not is_folder_name(train.get("dataset")):
+        raise DataError(where, f"dataset {train.get('dataset')!r} is not a plain name "
+                               "(letters, digits, '_', '.', '-')")
+    if not isinstance(train.get("key"), str) or DIGEST.match(str(train.get("inputs", {}).get("extract"))) is None:
+        raise DataError(where, "its key or its extraction's key is not a stage key")
+    return train
+
+
+def train_store(train_dir: Path, train: dict[str, Any]) -> Path:
+    """The store a train output was trained on, in the same workspace (``train_dir`` is
+    ``<workdir>/train/<task>-<key>``), from its manifest ``train``."""
+    folder = train_dir.resolve().parent.parent / "extract" / f"{train['dataset']}-{train['inputs']['extract']}"
+    if not (folder / MANIFEST).is_file():
+        raise DataError(folder, f"the extraction {train_dir.name} was trained on is not in its workspace")
+    return folder / STORE_FILE
+
+
+def check_missing(missing: tuple[str, ...], modalities: list[str]) -> None:
+    """``--missing`` must name modalities of the task, and leave at least one present."""
+    unknown = sorted(set(missing) - set(modalities))
+    if unknown:
+        raise ConfigError(f"--missing {', '.join(unknown)}: the task's modalities are {', '.join(modalities)}")
+    if set(missing) >= set(modalities):
+        raise ConfigError(f"--missing {', '.join(missing)}: leaves no modality to evaluate with")
+
+
+def check_options(cfg: EvalConfig, store: FeatureStore) -> None:
+    """What an evaluation needs of the store, checked before anything is trained."""
+    check_missing(cfg.missing, list(store.modalities))
+    if len(store.split_indices(cfg.split)) == 0:
+        raise ConfigError(f"--split {cfg.split}: the split of {store.path} is empty")
 
 
 def write_predictions(path: Path, pred: Predictions, split: str, target: str, class_names: list[str]) -> None:
@@ -76,11 +121,7 @@ class Loaded:
     def predict(
         self, batch_size: int, device: str, missing: tuple[str, ...] = (), transform=None
     ) -> tuple[Predictions, dict[str, Any]]:
-        unknown = sorted(set(missing) - set(self.kinds))
-        if unknown:
-            raise ConfigError(
-                f"--missing {', '.join(unknown)}: the task's modalities are {', '.join(self.kinds)}"
-            )
+        check_missing(missing, list(self.kinds))
         present = {m: m not in missing for m in self.kinds} if missing else None
         pred = predict(self.model, self.split, batch_size, device, present=present, transform=transform)
         return pred, compute_metrics(pred, self.target, len(self.class_names))
@@ -88,8 +129,9 @@ class Loaded:
 
 def load_for_eval(train_dir: Path, split: str, device: str) -> Loaded:
     """Load a trained model and the ``split`` of the store it was trained on."""
+    store_path = train_store(train_dir, train_manifest(train_dir))
     model, meta, stats = load_trained(train_dir, device)
-    with FeatureStore(Path(meta["store"])) as store:
+    with FeatureStore(store_path) as store:
         kinds = {m: info.kind for m, info in store.modalities.items()}
         data = standardise(load_split(store, split), stats, kinds)
         if len(data) == 0:
@@ -107,7 +149,7 @@ def run_eval(
 ) -> dict[str, Any]:
     """Evaluate (or reuse) and return the content of ``metrics.json``."""
     console = console or Console(stderr=True)
-    train = _train_meta(train_dir)
+    train = train_manifest(train_dir)
     key = StageKey("eval", EVAL_VERSION, train["dataset"], key_options(cfg), {"train": train["key"]})
     stage = StageDir(train_dir, key)
     produce(stage, lambda: evaluate(train_dir, train, cfg, resolve_device(device), stage.path),
@@ -128,9 +170,9 @@ def evaluate(train_dir: Path, train: dict[str, Any], cfg: EvalConfig, device: st
         "missing": list(cfg.missing),
         "train": str(train_dir),
         "train_key": train["key"],
-        "model": train["params"]["model"],
-        "variant": train["params"]["variant"],
-        "seed": train["params"]["seed"],
+        "model": train["params"].get("model"),
+        "variant": train["params"].get("variant"),
+        "seed": train["params"].get("seed"),
         "num_samples": len(pred.ids),
         "metrics": metrics,
         "loss": pred.loss,

@@ -1,8 +1,12 @@
 """Stage ``extract``: decode a dataset's media and write its features to the HDF5 store.
 
-Inputs:   a dataset loader's samples (``clcr_cli.datasets``), raw media under its root.
+Inputs:   a dataset loader's samples (``clcr_cli.datasets``), raw media under its root;
+          identified by their content (``clcr_cli.datasets.fingerprint``), not by where
+          they lie: an edited manifest, list or transcript, or a changed media file, gives
+          a new key.
 Params:   :class:`~clcr_cli.config.ExtractConfig` minus the options that cannot change
-          the result (declared ``key=False``: the text batch size): see :func:`extract_key`.
+          the result (declared ``key=False``: the text batch size, and the locations of
+          the data, whose content is keyed instead): see :func:`extract_key`.
 Outputs:  ``<workdir>/extract/<dataset>-<key>/``
             features.h5   the feature store (layout in ``clcr_cli.store``)
             skipped.csv   id, file, reason of every sample left out
@@ -23,16 +27,26 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from clcr_cli.cache import LOCK, StageDir, StageKey, atomic_path, complete_outputs, produce
+from clcr_cli.cache import (
+    LOCK,
+    StageDir,
+    StageKey,
+    atomic_path,
+    complete_outputs,
+    produce,
+    remove_stale_temps,
+)
 from clcr_cli.config import ExtractConfig, extract_config, key_options
 from clcr_cli.datasets import load_dataset, skipped_samples
 from clcr_cli.datasets.base import Dataset, DatasetOptions, Sample
+from clcr_cli.datasets.fingerprint import fingerprint
 from clcr_cli.errors import ClcrError, ConfigError, DataError
 from clcr_cli.progress import progress_bar
 from clcr_cli.runtime import resolve_device
 from clcr_cli.store import ModalityLayout, PartData, assemble_store, read_part_skipped, write_part
 
-EXTRACT_VERSION = 1
+# 2: the data enter the key by content (datasets.fingerprint), no longer by their paths
+EXTRACT_VERSION = 2
 STORE_FILE = "features.h5"
 SKIPPED_FILE = "skipped.csv"
 SOURCE_LAYOUT = {
@@ -70,15 +84,16 @@ def dataset_options(cfg: ExtractConfig, workdir: Path) -> DatasetOptions:
     )
 
 
-def extract_key(cfg: ExtractConfig, options: DatasetOptions) -> StageKey:
-    """The cache key: every option that can change what the store contains, its paths resolved."""
-    params = key_options(cfg)
-    params.update(
-        root=str(options.root),
-        split_file=str(options.split_file) if options.split_file else None,
-        manifest=str(options.manifest) if options.manifest else None,
-    )
-    return StageKey("extract", EXTRACT_VERSION, cfg.dataset, params)
+def extract_key(cfg: ExtractConfig, dataset: Dataset) -> StageKey:
+    """The cache key: every option that can change what the store contains, and the
+    content of the data (``inputs["data"]``, see ``clcr_cli.datasets.fingerprint``)."""
+    data = fingerprint(dataset, verify=cfg.verify_inputs)
+    return StageKey("extract", EXTRACT_VERSION, cfg.dataset, key_options(cfg), {"data": data})
+
+
+def _provenance(dataset: Dataset) -> dict[str, Any]:
+    """Where the data were read from: the store records it, the key does not."""
+    return {"root": str(dataset.root), "sources": [str(p) for p in dataset.sources]}
 
 
 class Featurizer:
@@ -299,16 +314,19 @@ def run_extract(
     assembles the store; with ``merge_only`` it refuses to extract and only joins.
     """
     console = console or Console(stderr=True)
-    options = dataset_options(cfg, workdir)
-    stage = StageDir(workdir, extract_key(cfg, options))
-    store = stage.path / STORE_FILE
     if shard is not None and force:
         raise ConfigError("--force redoes the whole output: use it without --shard")
+    options = dataset_options(cfg, workdir)
+    dataset = load_dataset(cfg.dataset, options)
+    if not dataset.samples:
+        raise DataError(options.root, "the dataset has no samples")
+    stage = StageDir(workdir, extract_key(cfg, dataset))
+    store = stage.path / STORE_FILE
     if shard is not None and not stage.is_complete():  # a complete output is reused below
-        return _extract_shard(stage, cfg, options, shard, device, console, lock_timeout, after_part)
+        return _extract_shard(stage, cfg, dataset, shard, device, console, lock_timeout, after_part)
 
     def work() -> dict[str, Any]:
-        return _extract_all(stage, cfg, options, merge_only, device, console, after_part)
+        return _extract_all(stage, cfg, dataset, merge_only, device, console, after_part)
 
     summary = produce(stage, work, force=force, console=console, lock_timeout=lock_timeout)
     if summary is not None:
@@ -317,19 +335,16 @@ def run_extract(
     return store
 
 
-def _parts(stage: StageDir, cfg: ExtractConfig, options: DatasetOptions) -> tuple[Dataset, list[Path]]:
-    """The dataset and the paths of its part files (``part_size`` samples each)."""
-    dataset = load_dataset(cfg.dataset, options)
-    if not dataset.samples:
-        raise DataError(options.root, "the dataset has no samples")
+def _parts(stage: StageDir, cfg: ExtractConfig, dataset: Dataset) -> list[Path]:
+    """The paths of the dataset's part files (``part_size`` samples each)."""
     n_parts = (len(dataset.samples) + cfg.part_size - 1) // cfg.part_size
-    return dataset, [stage.path / "parts" / f"part-{i:05d}.h5" for i in range(n_parts)]
+    return [stage.path / "parts" / f"part-{i:05d}.h5" for i in range(n_parts)]
 
 
 def _extract_shard(
     stage: StageDir,
     cfg: ExtractConfig,
-    options: DatasetOptions,
+    dataset: Dataset,
     shard: tuple[int, int],
     device: str,
     console: Console,
@@ -338,7 +353,7 @@ def _extract_shard(
 ) -> Path:
     """Extract the missing parts of one shard, under that shard's own lock; the output is
     completed later by a run without a shard (``--merge``)."""
-    dataset, parts = _parts(stage, cfg, options)
+    parts = _parts(stage, cfg, dataset)
     i, n = shard
     with stage.lock(lock_timeout, on_wait=console.print, name=f"{LOCK}-shard-{i}-of-{n}"):
         stage.begin()
@@ -355,15 +370,16 @@ def _extract_shard(
 def _extract_all(
     stage: StageDir,
     cfg: ExtractConfig,
-    options: DatasetOptions,
+    dataset: Dataset,
     merge_only: bool,
     device: str,
     console: Console,
     after_part: Callable[[int], None] | None,
 ) -> dict[str, Any]:
     """Extract every missing part, then join all parts into the store; the summary."""
-    dataset, parts = _parts(stage, cfg, options)
+    parts = _parts(stage, cfg, dataset)
     parts[0].parent.mkdir(exist_ok=True)
+    remove_stale_temps(parts[0].parent)  # parts of writers that died (shards are done by now)
     todo = [k for k, p in enumerate(parts) if not p.exists()]
     if merge_only and todo:
         raise ClcrError(
@@ -386,7 +402,7 @@ def _extract_all(
         "target": dataset.info.target,
         "class_names": list(dataset.info.class_names),
         "extract_key": stage.key.digest,
-        "settings": {**stage.key.params, **featurizer.settings()},
+        "settings": {**stage.key.params, **_provenance(dataset), **featurizer.settings()},
         "versions": _package_versions(),
     }
     n = assemble_store(parts, stage.path / STORE_FILE, store_layouts(dataset), attrs)

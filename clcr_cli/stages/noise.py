@@ -31,13 +31,14 @@ from clcr_cli.cache import StageDir, StageKey, produce
 from clcr_cli.config import EvalConfig, ExtractConfig, NoiseConfig, TrainConfig, key_options
 from clcr_cli.errors import ConfigError
 from clcr_cli.metrics import METRIC_NAMES, primary_metric, relative_robustness
+from clcr_cli.model import BASELINES
 from clcr_cli.model.batch import Batch
 from clcr_cli.plots import plot_noise_curves
 from clcr_cli.progress import progress_bar
 from clcr_cli.runtime import resolve_device
-from clcr_cli.stages.evaluate import load_for_eval
+from clcr_cli.stages.evaluate import check_options, load_for_eval
 from clcr_cli.stages.train import run_train, train_params
-from clcr_cli.store import KIND_TIME_AXIS
+from clcr_cli.store import KIND_TIME_AXIS, FeatureStore
 from clcr_cli.training.data import FeatureStats, step_mask
 
 NOISE_VERSION = 1
@@ -105,6 +106,14 @@ def run_noise(
     console = console or Console(stderr=True)
     if list(cfg.sigmas) != sorted(set(cfg.sigmas)) or len(cfg.sigmas) < 2:
         raise ConfigError("--sigmas must be at least two increasing values, e.g. 0,0.1,0.2")
+    unknown = [m for m in cfg.models if m != "clcr" and m not in BASELINES]
+    if unknown or not cfg.models:
+        raise ConfigError(f"--models {', '.join(unknown)}: the models are clcr, {', '.join(BASELINES)}")
+
+    def check(store: FeatureStore) -> None:  # before anything is trained
+        noised_sets(cfg, list(store.modalities))
+        check_options(EvalConfig(split=cfg.split), store)
+
     train_dirs = {
         name: run_train(
             dataclasses.replace(base, model=dataclasses.replace(base.model, model=name, variant="full")),
@@ -112,6 +121,7 @@ def run_noise(
             workdir,
             device=device,
             console=console,
+            check=check,
         )
         for name in cfg.models
     }

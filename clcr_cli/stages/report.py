@@ -7,7 +7,9 @@ Outputs:  ``<workdir>/report/``
             *.png                    training curves per run, InterCAD level and modality
                                      weights per task (the paper's "adaptive modality
                                      importance"), copies of the noise curves
-Not cached: the report reflects whatever the workspace holds when it is made.
+Not cached: the report reflects whatever the workspace holds when it is made. An output
+that is damaged (``clcr status`` calls it corrupt) or whose files cannot be read is left
+out and listed, with the reason, under "Unreadable outputs"; the rest is reported.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import csv
 import html
 import json
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
 
-from clcr_cli.cache import complete_outputs
+from clcr_cli.cache import atomic_write_text, complete_outputs, is_folder_name, list_outputs
+from clcr_cli.errors import DataError
 from clcr_cli.metrics import METRIC_NAMES, metric_label
 from clcr_cli.plots import plot_training_curves, plot_weights
 from clcr_cli.stages.ablate import ABLATION_CSV
@@ -33,6 +38,7 @@ from clcr_cli.training.loop import DIAGNOSTICS, HISTORY
 REPORT_DIR = "report"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
+T = TypeVar("T")
 
 
 @dataclass
@@ -43,57 +49,110 @@ class Section:
     images: list[str] = field(default_factory=list)  # file names inside the report folder
 
 
+def readable(folders: Iterable[Path], read: Callable[[Path], T], unreadable: list[str]) -> list[T]:
+    """``read(folder)`` of every folder; a folder that cannot be read is added to
+    ``unreadable`` (with the reason) instead, and the others are reported."""
+    out = []
+    for folder in folders:
+        try:
+            out.append(read(folder))
+        except Exception as exc:  # any damage to one output's files must not stop the report
+            reason = " ".join(str(exc).split())[:200]
+            unreadable.append(f"{folder}: {type(exc).__name__}: {reason}")
+    return out
+
+
 def _read_csv_table(path: Path) -> tuple[list[str], list[list[str]]]:
     with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    return rows[0], rows[1:]
+        header, *rows = list(csv.reader(fh))
+    return header, rows
 
 
-def evaluation_section(workdir: Path) -> tuple[Section, list[dict]]:
-    results = [json.loads((d / METRICS_FILE).read_text()) for d in complete_outputs(workdir, "eval")]
+@dataclass(frozen=True)
+class Evaluation:
+    """What the report uses of one ``metrics.json``, every field checked as it is read."""
+
+    task: str
+    target: str
+    row: list[str]  # the cells of its table row
+    full: bool  # a clean evaluation of the full CLCR model
+    weights: dict[str, list[float] | None]  # level_weights, modality_weights (means)
+    labels: dict[str, list[str]]  # the labels of the weights' bars
+
+
+def read_evaluation(folder: Path) -> Evaluation:
+    r = json.loads((folder / METRICS_FILE).read_text())
+    if not is_folder_name(r["task"]):
+        raise ValueError(f"task {r['task']!r} is not a plain name")
+    missing = [str(m) for m in r["missing"]]
+    row = [r["task"], str(r["model"]), str(r["variant"]), str(r["seed"]), str(r["split"]),
+           ",".join(missing) or "-", *(f"{float(r['metrics'][n]):.4f}" for n in METRIC_NAMES[r["target"]])]
+    weights = {k: None if r[k] is None else [float(v) for v in r[k]] for k in ("level_weights", "modality_weights")}
+    modalities = [str(m) for m in r["modalities"]]
+    if weights["modality_weights"] is not None and len(weights["modality_weights"]) != len(modalities):
+        raise ValueError("modality_weights and modalities differ in length")
+    levels = [f"level {i + 1}" for i in range(len(weights["level_weights"] or []))]
+    full = r["model"] == "clcr" and r["variant"] == "full" and not missing
+    return Evaluation(r["task"], r["target"], row, full, weights,
+                      {"level_weights": levels, "modality_weights": modalities})
+
+
+def evaluation_section(evaluations: list[Evaluation]) -> Section:
     section = Section("Evaluations", "One row per evaluated run (`clcr eval`).")
     for target in ("classification", "regression"):
-        rows = [r for r in results if r["target"] == target]
-        if not rows:
-            continue
-        names = list(METRIC_NAMES[target])
-        header = ["task", "model", "variant", "seed", "split", "missing", *(metric_label(n) for n in names)]
-        body = [
-            [r["task"], r["model"], r["variant"], str(r["seed"]), r["split"], ",".join(r["missing"]) or "-",
-             *(f"{r['metrics'][n]:.4f}" for n in names)]
-            for r in rows
-        ]
-        section.tables.append((header, body))
-    return section, results
+        rows = [e.row for e in evaluations if e.target == target]
+        if rows:
+            names = [metric_label(n) for n in METRIC_NAMES[target]]
+            section.tables.append((["task", "model", "variant", "seed", "split", "missing", *names], rows))
+    return section
 
 
-def weights_section(results: list[dict], out: Path) -> Section:
-    """Mean InterCAD weights of the full CLCR model per task (clean test evaluations)."""
+def weights_section(evaluations: list[Evaluation], out: Path) -> Section:
+    """Mean InterCAD weights of the full CLCR model per task (clean test evaluations);
+    runs of one task with other levels or modalities (another num_levels) are their own group."""
     section = Section("Adaptive level and modality importance",
                       "InterCAD's level weights w and shared-path modality weights, averaged over "
                       "test samples and seeds of the full CLCR model.")
-    full = [r for r in results if r["model"] == "clcr" and r["variant"] == "full" and not r["missing"]
-            and r["level_weights"] is not None]
     for kind, key in (("level", "level_weights"), ("modality", "modality_weights")):
-        by_task: dict[str, list[list[float]]] = {}
-        labels: dict[str, list[str]] = {}
-        for r in full:
-            by_task.setdefault(r["task"], []).append(r[key])
-            labels[r["task"]] = r["modalities"] if kind == "modality" else [f"level {i + 1}" for i in range(len(r[key]))]
-        for task, rows in by_task.items():
+        groups: dict[tuple[str, tuple[str, ...]], list[list[float]]] = {}
+        for e in evaluations:
+            if e.full and e.weights[key] is not None:
+                groups.setdefault((e.task, tuple(e.labels[key])), []).append(e.weights[key])
+        for (task, labels), rows in groups.items():
             mean = [sum(col) / len(col) for col in zip(*rows, strict=True)]
-            name = f"{kind}_weights_{task}.png"
-            plot_weights({task: mean}, labels[task], out / name, f"{task}: {kind} weights")
+            alone = sum(t == task for t, _ in groups) == 1
+            name = f"{kind}_weights_{task}.png" if alone else f"{kind}_weights_{task}-{len(labels)}.png"
+            plot_weights({task: mean}, list(labels), out / name, f"{task}: {kind} weights")
             section.images.append(name)
-            section.tables.append((["task", *labels[task]], [[task, *(f"{v:.3f}" for v in mean)]]))
+            section.tables.append((["task", *labels], [[task, *(f"{v:.3f}" for v in mean)]]))
     return section
 
 
 def _share(stats: dict, key: str) -> str:
-    return f"{stats[key]:.3f}" if key in stats else "-"
+    return f"{float(stats[key]):.3f}" if key in stats else "-"
 
 
-def mechanisms_section(workdir: Path) -> Section:
+def mechanism_rows(folder: Path) -> list[list[str]]:
+    """One row per level of a trained run's diagnostics.json (none without one)."""
+    path = folder / DIAGNOSTICS
+    if not path.is_file():
+        return []
+    diag = json.loads(path.read_text())
+    meta = json.loads((folder / META_FILE).read_text())["model_config"]
+    weights = diag.get("level_weights", [])
+    rows = []
+    for i, level in enumerate(diag["levels"]):
+        alpha = level.get("alpha", {})
+        rows.append([
+            folder.name, f"{meta['model']}/{meta['variant']}", str(level["level"]),
+            _share(alpha, "mean"), _share(alpha, "below_0.05"), _share(alpha, "above_0.95"),
+            _share(level, "participation"), _share(level, "threshold"),
+            f"{float(weights[i]):.3f}" if i < len(weights) else "-",
+        ])
+    return rows
+
+
+def mechanisms_section(trained: list[Path], unreadable: list[str]) -> Section:
     """What each trained CLCR's budget and InterCAD did on its valid split (diagnostics.json)."""
     section = Section(
         "Mechanisms: token budget and InterCAD weights",
@@ -104,22 +163,7 @@ def mechanisms_section(workdir: Path) -> Section:
     )
     header = ["run", "model/variant", "level", "alpha mean", "alpha < 0.05", "alpha > 0.95",
               "rho_l", "theta_l", "w_l"]
-    body = []
-    for d in complete_outputs(workdir, "train"):
-        path = d / DIAGNOSTICS
-        if not path.is_file():
-            continue
-        diag = json.loads(path.read_text())
-        meta = json.loads((d / META_FILE).read_text())["model_config"]
-        weights = diag.get("level_weights", [])
-        for i, level in enumerate(diag["levels"]):
-            alpha = level.get("alpha", {})
-            body.append([
-                d.name, f"{meta['model']}/{meta['variant']}", str(level["level"]),
-                _share(alpha, "mean"), _share(alpha, "below_0.05"), _share(alpha, "above_0.95"),
-                _share(level, "participation"), _share(level, "threshold"),
-                f"{weights[i]:.3f}" if i < len(weights) else "-",
-            ])
+    body = [row for rows in readable(trained, mechanism_rows, unreadable) for row in rows]
     if body:
         section.tables.append((header, body))
     else:
@@ -127,25 +171,40 @@ def mechanisms_section(workdir: Path) -> Section:
     return section
 
 
-def report_sections(workdir: Path, out: Path) -> list[Section]:
-    evaluation, results = evaluation_section(workdir)
-    sections = [evaluation, weights_section(results, out), mechanisms_section(workdir)]
-    for d in complete_outputs(workdir, "ablate"):
-        sections.append(Section(f"Ablation: {d.name}", f"From `{d}`.", [_read_csv_table(d / ABLATION_CSV)]))
-    for d in complete_outputs(workdir, "noise"):
-        images = []
-        for png in sorted(d.glob("*.png")):
-            shutil.copyfile(png, out / f"{d.name}-{png.name}")
-            images.append(f"{d.name}-{png.name}")
-        sections.append(Section(f"Noise robustness: {d.name}", f"From `{d}`.",
-                                [_read_csv_table(d / ROBUSTNESS_CSV)], images))
-    curves = Section("Training curves")
-    for d in complete_outputs(workdir, "train"):
-        name = f"curves_{d.name}.png"
-        plot_training_curves(d / HISTORY, out / name)
-        curves.images.append(name)
-    sections.append(curves)
-    return sections
+def noise_section(folder: Path, out: Path) -> Section:
+    table = _read_csv_table(folder / ROBUSTNESS_CSV)
+    images = []
+    for png in sorted(folder.glob("*.png")):
+        shutil.copyfile(png, out / f"{folder.name}-{png.name}")
+        images.append(f"{folder.name}-{png.name}")
+    return Section(f"Noise robustness: {folder.name}", f"From `{folder}`.", [table], images)
+
+
+def curves_image(folder: Path, out: Path) -> str:
+    name = f"curves_{folder.name}.png"
+    plot_training_curves(folder / HISTORY, out / name)
+    return name
+
+
+def report_sections(workdir: Path, out: Path) -> tuple[list[Section], list[str]]:
+    """The report's sections (images written to ``out``) and the outputs left out as unreadable."""
+    unreadable = [f"{r.path}: {r.problem}" for r in list_outputs(workdir) if r.state == "corrupt"]
+    evaluations = readable(complete_outputs(workdir, "eval"), read_evaluation, unreadable)
+    trained = complete_outputs(workdir, "train")
+    sections = [evaluation_section(evaluations), weights_section(evaluations, out),
+                mechanisms_section(trained, unreadable)]
+    sections += readable(
+        complete_outputs(workdir, "ablate"),
+        lambda d: Section(f"Ablation: {d.name}", f"From `{d}`.", [_read_csv_table(d / ABLATION_CSV)]),
+        unreadable,
+    )
+    sections += readable(complete_outputs(workdir, "noise"), lambda d: noise_section(d, out), unreadable)
+    sections.append(Section("Training curves", images=readable(trained, lambda d: curves_image(d, out), unreadable)))
+    if unreadable:
+        body = [[line] for line in unreadable]
+        sections.append(Section("Unreadable outputs", "Left out of this report: damaged or unreadable "
+                                "(`clcr status --verify` checks every file).", [(["output: problem"], body)]))
+    return sections, unreadable
 
 
 def to_markdown(sections: list[Section]) -> str:
@@ -186,10 +245,15 @@ def to_html(sections: list[Section]) -> str:
 def run_report(workdir: Path, console: Console | None = None) -> Path:
     """Write ``<workdir>/report/report.md`` and ``report.html``; return the folder."""
     console = console or Console(stderr=True)
+    if not Path(workdir).is_dir():
+        raise DataError(workdir, "no such workspace folder (nothing to report)")
     out = Path(workdir) / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    sections = report_sections(Path(workdir), out)
-    (out / REPORT_MD).write_text(to_markdown(sections))
-    (out / REPORT_HTML).write_text(to_html(sections))
+    out.mkdir(exist_ok=True)
+    sections, unreadable = report_sections(Path(workdir), out)
+    atomic_write_text(out / REPORT_MD, to_markdown(sections))
+    atomic_write_text(out / REPORT_HTML, to_html(sections))
+    if unreadable:
+        console.print(f"[yellow]{len(unreadable)} output(s) could not be read[/]: listed under "
+                      "Unreadable outputs in the report")
     console.print(f"[green]report[/] -> {out / REPORT_HTML}")
     return out

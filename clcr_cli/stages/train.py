@@ -39,7 +39,8 @@ from clcr_cli.distributed import barrier, setup
 from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.extract import resolve_store
 from clcr_cli.store import FeatureStore
-from clcr_cli.training.loop import fit
+from clcr_cli.training.data import model_config
+from clcr_cli.training.loop import check_precision, fit
 
 # 2: warmup-cosine is a schedule (version 1 trained it at a constant lr); history has lr
 # 3: the batched model (model/tokens.py): new parameter layout, no dropout on attention
@@ -69,19 +70,28 @@ def run_train(
     console: Console | None = None,
     lock_timeout: float | None = None,
     after_epoch: Callable[[int], None] | None = None,
+    check: Callable[[FeatureStore], None] | None = None,
 ) -> Path:
     """Run (or reuse, or resume) one training run; return its output folder.
 
     ``extract_cfg`` None: train on the latest extraction of the task (see ``resolve_store``).
     Under torchrun every rank calls this; rank 0 alone extracts, locks and completes.
+    What needs only the device or the store's metadata is checked before any training:
+    the precision, the model against the data (``ModelConfig.validate``) and ``check``,
+    the caller's own checks (an evaluation's options, say).
     """
     console = console or Console(stderr=True)
-    dist = setup(resolve_device(device))
+    device = resolve_device(device)
+    check_precision(cfg.precision, device)
+    dist = setup(device)
     if not dist.main:
         console = Console(stderr=True, quiet=True)
         barrier(dist)  # wait for rank 0 to extract
     store_path = resolve_store(cfg.task, workdir, extract_cfg, device, console)
     with FeatureStore(store_path) as store:
+        model_config(cfg, store).validate()
+        if check is not None:
+            check(store)
         stage = StageDir(workdir, train_key(cfg, store.extract_key))
     if dist.main:
         barrier(dist)

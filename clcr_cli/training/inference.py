@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from clcr_cli.errors import DataError
 from clcr_cli.metrics import classification_metrics, regression_metrics
 from clcr_cli.model import ModelConfig, build_model
-from clcr_cli.model.batch import Batch
+from clcr_cli.model.batch import Batch, ModalitySpec
 from clcr_cli.training.data import FeatureStats, Split, batches
 
 WEIGHTS_FILE = "model.safetensors"
@@ -107,14 +108,50 @@ def save_trained(folder: Path, model: nn.Module, state: dict[str, Tensor], meta:
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
+def _stats_shape(spec: ModalitySpec) -> tuple[int, ...]:
+    """The shape of a modality's mean and std (``FeatureStats.of``): per level and
+    dimension for BERT levels, per feature for sequences, per channel for frames."""
+    return (spec.num_levels_in, spec.dim) if spec.kind == "levels" else (spec.dim,)
+
+
+def read_meta(meta_path: Path) -> tuple[ModelConfig, dict[str, Any], FeatureStats]:
+    """(model config, meta, feature statistics) of a ``model.json``, every field checked --
+    the model's sizes against ``ModelConfig.validate``'s bounds, the statistics against
+    the modalities -- before anything is allocated; a bad field is a DataError naming it."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        config = ModelConfig.from_dict(meta["model_config"])
+        config.validate()
+    except (ValueError, KeyError, TypeError) as exc:  # a ModelConfigError is a ValueError
+        raise DataError(meta_path, f"model_config: {type(exc).__name__}: {exc}") from None
+    stats = meta.get("stats")
+    if not isinstance(stats, dict) or set(stats) != set(config.modality_names):
+        raise DataError(meta_path, f"stats: expected the statistics of {', '.join(config.modality_names)}")
+    for spec in config.modalities:
+        for name in ("mean", "std"):
+            try:
+                shape = np.asarray(stats[spec.name][name], dtype=np.float64).shape
+            except (ValueError, TypeError, KeyError):
+                shape = None
+            if shape != _stats_shape(spec):
+                raise DataError(meta_path, f"stats.{spec.name}.{name}: expected numbers of shape {_stats_shape(spec)}")
+    return config, meta, FeatureStats.from_lists(stats)
+
+
 def load_trained(folder: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any], FeatureStats]:
-    """Rebuild a trained model from its folder: (model in eval mode, meta, feature stats)."""
+    """Rebuild a trained model from its folder: (model in eval mode, meta, feature stats).
+    ``model.json`` is checked first (:func:`read_meta`); weights that are not the model's
+    are a DataError naming ``model.safetensors``."""
     meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
     for p in (meta_path, weights_path):
         if not p.is_file():
             raise DataError(p, "missing: the train output is incomplete (run `clcr train` again)")
-    meta = json.loads(meta_path.read_text())
-    model = build_model(ModelConfig.from_dict(meta["model_config"]))
-    model.load_state_dict(load_file(str(weights_path)))
+    config, meta, stats = read_meta(meta_path)
+    model = build_model(config)
+    try:
+        model.load_state_dict(load_file(str(weights_path)))
+    except (SafetensorError, RuntimeError) as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise DataError(weights_path, f"not the weights of the model in {META_FILE} ({reason})") from None
     model.to(device).eval()
-    return model, meta, FeatureStats.from_lists(meta["stats"])
+    return model, meta, stats

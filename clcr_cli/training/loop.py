@@ -8,7 +8,8 @@ Its parts, each a function or class below:
   over the DDP ranks;
 - selection (:class:`Selection`): the best validation epoch's weights, early stopping;
 - resuming (:func:`save_checkpoint`, :func:`resume`): ``last.pt``, written after every
-  epoch, holds everything the next epoch depends on;
+  epoch, holds everything the next epoch depends on; a damaged one is reported, removed
+  and the run starts from epoch 0;
 - the outputs of a finished run (:func:`write_outputs`).
 
 Randomness: epoch e shuffles with a generator seeded by (seed, e) -- the same on every
@@ -41,7 +42,7 @@ from clcr_cli.config import TrainConfig, option_values
 from clcr_cli.distributed import Dist, all_sum, barrier, shard
 from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.metrics import primary_metric
-from clcr_cli.model import build_model, count_parameters
+from clcr_cli.model import ModelConfig, build_model, count_parameters
 from clcr_cli.model.batch import Batch, ModelOutput
 from clcr_cli.model.diagnostics import mechanism_diagnostics
 from clcr_cli.progress import progress_bar
@@ -100,14 +101,19 @@ def lr_scheduler(
     return None
 
 
+def check_precision(precision: str, device: str) -> None:
+    """fp16 needs a GPU (bf16 and fp32 run anywhere): checked before any work."""
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+
+
 def mixed_precision(precision: str, device: str) -> tuple[Any, torch.amp.GradScaler]:
     """(autocast context, grad scaler) for ``fp32`` (both no-ops), ``bf16`` or ``fp16``.
 
     fp16 needs loss scaling and a GPU; bf16 runs under autocast on CUDA and on the CPU.
     """
+    check_precision(precision, device)
     device_type = "cuda" if device.startswith("cuda") else "cpu"
-    if precision == "fp16" and device_type != "cuda":
-        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
     return autocast, torch.amp.GradScaler(device_type, enabled=precision == "fp16")
@@ -259,6 +265,12 @@ def save_checkpoint(
         torch.save(state, tmp)
 
 
+def _same_tensors(state: Any, model: nn.Module) -> bool:
+    """True when ``state`` holds exactly ``model``'s parameters and buffers, by name and shape."""
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    return isinstance(state, dict) and {k: getattr(v, "shape", None) for k, v in state.items()} == expected
+
+
 def resume(
     path: Path,
     model: nn.Module,
@@ -266,19 +278,26 @@ def resume(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     selection: Selection,
     device: str,
+    epochs: int,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Load the checkpoint at ``path``, if there is one, into the model, optimiser, schedule
-    and selection: (epochs done, history so far)."""
+    and selection: (epochs done, history so far). A checkpoint whose fields are not what
+    this run writes (at most ``epochs`` epochs, this model's tensors) is a ValueError."""
     if not path.exists():
         return 0, []
     ckpt = torch.load(path, map_location=device, weights_only=True)
+    epoch, history = ckpt["epoch"], json.loads(ckpt["history"])
+    if not (isinstance(epoch, int) and 0 <= epoch <= epochs and isinstance(history, list)
+            and len(history) == epoch and _same_tensors(ckpt["model"], model)
+            and (ckpt["best_state"] is None or _same_tensors(ckpt["best_state"], model))):
+        raise ValueError("its fields do not belong to this run")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
     selection.best_epoch, selection.best_score = ckpt["best_epoch"], ckpt["best_score"]
     selection.best_state, selection.bad_epochs = ckpt["best_state"], ckpt["bad_epochs"]
-    return ckpt["epoch"], json.loads(ckpt["history"])
+    return epoch, history
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -308,6 +327,16 @@ def _splits(cfg: TrainConfig, store: FeatureStore, console: Console) -> tuple[Sp
     return train, valid, stats
 
 
+def fresh_model(
+    cfg: TrainConfig, mcfg: ModelConfig, device: str
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """A new model (initialised from the run's seed), its optimiser and its schedule."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg).to(device)
+    optimizer = make_optimizer(cfg, model)
+    return model, optimizer, lr_scheduler(cfg, optimizer)
+
+
 def fit(
     cfg: TrainConfig,
     store: FeatureStore,
@@ -319,16 +348,24 @@ def fit(
     """Train one run into ``out``, resuming from ``out/last.pt`` when it exists; return its
     summary. ``after_epoch(e)`` is called once epoch e (1-based) is checkpointed."""
     device = dist.device
-    torch.manual_seed(cfg.seed)
     train, valid, stats = _splits(cfg, store, console)
     loading = {"workers": cfg.loader_workers, "pin_memory": device.startswith("cuda")}
     mcfg = model_config(cfg, store)
-    model = build_model(mcfg).to(device)
-    optimizer = make_optimizer(cfg, model)
-    scheduler = lr_scheduler(cfg, optimizer)
+    model, optimizer, scheduler = fresh_model(cfg, mcfg, device)
     metric, higher = primary_metric(store.target)
     selection = Selection(higher)
-    start, history = resume(out / CHECKPOINT, model, optimizer, scheduler, selection, device)
+    checkpoint = out / CHECKPOINT
+    try:
+        start, history = resume(checkpoint, model, optimizer, scheduler, selection, device, cfg.epochs)
+    except Exception as exc:  # whatever a damaged file makes torch.load or a state dict raise
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        console.print(f"[yellow]{checkpoint}: unreadable checkpoint ({type(exc).__name__}: {reason}); "
+                      "training from epoch 0[/]", soft_wrap=True)
+        barrier(dist)  # every rank has tried it before rank 0 removes it
+        if dist.main:
+            checkpoint.unlink()
+        model, optimizer, scheduler = fresh_model(cfg, mcfg, device)
+        selection, start, history = Selection(higher), 0, []
     if start:
         console.print(f"resuming train {cfg.task} from epoch {start}/{cfg.epochs}")
     # variants leave some parameters unused (e.g. no-intraced's bases): DDP must not wait on them
@@ -404,6 +441,7 @@ def write_outputs(
     model.json), what its mechanisms do on the valid batches (diagnostics.json) and how
     long its epochs took (timing.json)."""
     save_trained(out, model, selection.best_state, meta)
+    write_history(out / HISTORY, history)  # also when a redone output resumed past its last epoch
     model.load_state_dict(selection.best_state)
     (out / DIAGNOSTICS).write_text(json.dumps(mechanism_diagnostics(model, valid_batches), indent=2))
     timing = {

@@ -44,7 +44,7 @@ import csv
 from pathlib import Path
 
 from clcr_cli.datasets.base import Dataset, DatasetInfo, DatasetOptions, Sample
-from clcr_cli.datasets.synth.files import TRANSCRIPTS_FILE, ensure_generated
+from clcr_cli.datasets.synth.files import GENERATOR_FILE, TRANSCRIPTS_FILE, ensure_generated
 from clcr_cli.datasets.synth.recipe import CLASS_NAMES, MODALITIES
 from clcr_cli.errors import ConfigError
 
@@ -69,7 +69,7 @@ def _load(options: DatasetOptions, info: DatasetInfo, label_column: str) -> Data
         )
         for row in rows
     ]
-    return Dataset(info, samples, folder)
+    return Dataset(info, samples, folder, (folder / GENERATOR_FILE, folder / TRANSCRIPTS_FILE), generated=True)
 
 
 def load(options: DatasetOptions) -> Dataset:
