@@ -131,6 +131,20 @@ def test_streamed_split_gives_the_in_memory_batches_and_statistics(store_path: P
         assert not expected[0].present["text"].any() and expected[0].present["audio"].all()
 
 
+def test_statistics_in_small_float64_slices_are_the_exact_ones(store_path: Path, monkeypatch):
+    """FeatureStats converts a chunk to float64 a few rows at a time (memory stays flat):
+    the result is the float64 mean and std of the valid steps, per channel of the frames."""
+    monkeypatch.setattr("clcr_cli.training.data.STATS_BYTES", 8 * 3 * 50)  # 50 pixels per slice
+    with FeatureStore(store_path) as store:
+        kinds = {m: info.kind for m, info in store.modalities.items()}
+        memory = load_rows(store, store.split_indices("train"))
+        stats = FeatureStats.of(memory, kinds, chunk=7)
+    frames, lengths = memory.inputs["video"].numpy(), memory.lengths["video"].numpy()
+    pixels = np.concatenate([f[:n].reshape(-1, 3) for f, n in zip(frames, lengths, strict=True)]).astype("f8")
+    np.testing.assert_allclose(stats.mean["video"].numpy(), pixels.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats.std["video"].numpy(), pixels.std(0, ddof=1), rtol=1e-5)
+
+
 def test_predict_on_a_streamed_split_equals_in_memory(store_path: Path):
     with FeatureStore(store_path) as store:
         memory, streamed, _ = both_splits(store, store.split_indices("valid"))

@@ -37,7 +37,8 @@ from clcr_cli.model import ModelConfig
 from clcr_cli.model.batch import Batch, ModalitySpec
 from clcr_cli.store import KIND_TIME_AXIS, FeatureStore
 
-STATS_CHUNK = 256  # samples per chunk when accumulating FeatureStats
+STATS_CHUNK = 64  # samples read per chunk when accumulating FeatureStats
+STATS_BYTES = 16 * 1024 * 1024  # and converted to float64 this many bytes at a time
 PREFETCH = 2  # batches each loader worker reads ahead
 MIB = 1024 * 1024
 
@@ -199,8 +200,12 @@ class FeatureStats:
                     v = xs[mask]
                 else:  # frames (n, T, H, W, C) -> per channel
                     v = xs[mask].reshape(-1, xs.shape[-1])
-                v = v.double()
-                total, sq, count = total + v.sum(0), sq + (v * v).sum(0), count + len(v)
+                # float64 copies of a few MiB at a time: a chunk of frames is ~10^8 values
+                rows = max(1, STATS_BYTES // (8 * max(1, v.shape[1:].numel())))
+                for part in v.split(rows):
+                    part = part.double()
+                    total, sq = total + part.sum(0), sq + (part * part).sum(0)
+                count += len(v)
             mu = total / max(count, 1)
             var = (sq / max(count, 1) - mu * mu).clamp_min(0) * count / max(count - 1, 1)
             mean[m], std[m] = mu.float(), var.sqrt().clamp_min(1e-6).float()
