@@ -60,18 +60,20 @@ def matmul_gflops(n: int = MATMUL_SIZE, repeats: int = MATMUL_REPEATS) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def train_epochs(model, split, batch_size: int, lr: float, epochs: int, device: str) -> dict[str, float]:
-    """Seconds, seconds waiting for batches, and samples seen over ``epochs`` epochs."""
+def train_epochs(model, split, cfg, epochs: int, device: str) -> dict[str, float]:
+    """Seconds, seconds waiting for batches, and samples seen over ``epochs`` epochs, with
+    the optimiser ``clcr train`` builds for ``cfg``."""
     from clcr_cli.training.data import batches
+    from clcr_cli.training.loop import make_optimizer
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    optimizer = make_optimizer(cfg, model)
     shuffle = torch.Generator().manual_seed(0)
     model.train()
     total = waiting = 0.0
     seen = 0
     for _ in range(epochs):
         t0 = time.perf_counter()
-        stream = batches(split, batch_size, generator=shuffle)
+        stream = batches(split, cfg.batch_size, generator=shuffle)
         while True:
             t = time.perf_counter()
             batch = next(stream, None)
@@ -157,7 +159,7 @@ def run(n_samples: int, workdir: Path, size: str = "small", epochs: int = EPOCHS
     epochs_run, flops, steps, ops = {}, {}, {}, {}
     for name, model in models.items():
         epochs_run[name], epochs_run[name + " cost"] = measure(
-            lambda model=model: train_epochs(model, train, cfg.batch_size, cfg.lr, epochs, device)
+            lambda model=model: train_epochs(model, train, cfg, epochs, device)
         )
         flops[name] = 3 * estimate_flops(model, batch)
         steps[name] = step_seconds(model, batch)
@@ -192,7 +194,9 @@ def run(n_samples: int, workdir: Path, size: str = "small", epochs: int = EPOCHS
         figures,
         {
             "device": device,
-            "d": cfg.d,
+            "d": mcfg.d,
+            "heads": mcfg.num_heads,
+            "optimizer": cfg.optimizer,
             "torch threads": torch.get_num_threads(),
             "forward+backward GFLOP per batch": {k: v / 1e9 for k, v in flops.items()},
             "flops": "3 x forward FLOPs of estimate_flops (matmul/conv/attention only)",

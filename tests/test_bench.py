@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 
 from bench import media
@@ -79,3 +80,19 @@ def test_training_memory_store_has_the_declared_shapes_and_splits(tmp_path):
         assert {m: info.shape for m, info in store.modalities.items()} == streaming.SHAPES
         assert len(store.split_indices("train")) == 28
         assert not list(tmp_path.glob("part-*.h5"))  # the parts are removed once joined
+
+
+@pytest.mark.slow
+def test_training_benchmarks_measure_against_a_reference(tmp_path):
+    """The training and training-memory benchmarks run end to end on tiny data (a
+    benchmark that only runs in `python -m bench` breaks unseen when the library moves)."""
+    from bench import streaming, training
+
+    steps = training.run(24, tmp_path / "training", epochs=1)
+    _check_measured(steps)
+    assert steps.notes["d"] == 64 and steps.notes["optimizer"] == "adamw"  # the demo's recipe
+    ops = next(f for f in steps.figures if f.name == "clcr aten ops per step")
+    assert ops.value > ops.reference > 0  # CLCR dispatches more operations than late fusion
+    memory = streaming.run(8, tmp_path / "memory")
+    _check_measured(memory)
+    assert memory.work == {"N": 8, "16N": 128, "train N": 8, "train 16N": 92}
