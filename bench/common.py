@@ -13,7 +13,6 @@ import gc
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -143,8 +142,12 @@ def best_of(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, Measur
 
 
 def report_seconds_and_peak(seconds: float) -> None:
-    """In a child process: print ``seconds`` and this process's lifetime peak RSS as JSON."""
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    """In a child process: print ``seconds`` and this process's lifetime peak RSS as JSON.
+
+    ``VmHWM``, not ``getrusage``'s ``ru_maxrss``: Linux carries ``ru_maxrss`` across
+    ``execve``, so a child of a large parent reported the parent's peak (every child of a
+    full ``python -m bench`` run read the same 953 MiB)."""
+    peak_kib = _status_kib("VmHWM")
     print(json.dumps({"seconds": seconds, "peak_mib": peak_kib / 1024}))
 
 
