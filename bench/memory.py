@@ -1,7 +1,7 @@
 """Extraction memory: peak RSS of the real extract stage for N and 16N samples.
 
 Each size runs ``run_extract`` (``synth``, its default options, ``--force``) in a fresh
-Python process, which reports its own lifetime peak RSS (``ru_maxrss``) and the stage's
+Python process, which reports its own lifetime peak RSS (``VmHWM``) and the stage's
 wall time. The dataset is generated beforehand in this process, so the child measures
 extraction only. The store is written part by part (``part_size`` samples each), so
 the peak should stay flat: the figure is the peak at 16N, the reference the peak at N.
@@ -50,5 +50,5 @@ def run(n_samples: int, workdir: Path, size: str = "small") -> Result:
                 "extract seconds at 16N", runs[large]["seconds"], "extract seconds at N", runs[small]["seconds"], "s"
             ),
         ],
-        {"process": "fresh python per size; peak = ru_maxrss of that process (imports included)"},
+        {"process": "fresh python per size; peak = VmHWM of that process (imports included)"},
     )

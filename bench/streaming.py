@@ -4,7 +4,7 @@ A store of random features with the shapes of a real audio-visual task (BERT lev
 x 384, log-mel 201 x 64, 16 RGB frames of 64 x 64) is written part by part for each size;
 then, in a fresh Python process per size, ``clcr_cli.training.loop.fit`` trains CLCR for
 one epoch with ``stream_above_mb = 0``, so every split is read from the store batch by
-batch. The process reports its lifetime peak RSS (``ru_maxrss``): the figure is the peak at
+batch. The process reports its lifetime peak RSS (``VmHWM``): the figure is the peak at
 16N, the reference the peak at N, and the ratio must stay near 1 (the goal is <= 1.3).
 The same run held in memory is the second figure: the memory the streaming saves.
 """
@@ -103,6 +103,6 @@ def run(n_samples: int, workdir: Path, size: str = "small") -> Result:
             Figure("streamed epoch seconds at 16N", streamed[large]["seconds"],
                    "in-memory epoch seconds at 16N", in_memory["seconds"], "s"),
         ],
-        {"process": "fresh python per run; peak = ru_maxrss of that process (imports included)",
+        {"process": "fresh python per run; peak = VmHWM of that process (imports included)",
          "features": {m: list(s) for m, s in SHAPES.items()}},
     )
