@@ -52,8 +52,9 @@ PARAMS = "params.json"
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 TEMP_MARK = ".tmp-"  # in the name of whatever atomic_path is writing
-OUTPUT_GLOBS = {"eval": "train/*/eval/*"}  # evaluations sit inside the train output they evaluated
-NESTED = ("eval",)  # sub-folders of an output that hold other outputs, not its own files
+# evaluations and predictions sit inside the train output they used
+OUTPUT_GLOBS = {"eval": "train/*/eval/*", "predict": "train/*/predict/*"}
+NESTED = ("eval", "predict")  # sub-folders of an output that hold other outputs, not its own files
 HASHED_ON_REUSE = 16 << 20  # files up to this size (bytes) are hashed each time an output is reused
 FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 

@@ -62,7 +62,7 @@ app = typer.Typer(
 Workdir = Annotated[Path, typer.Option("--workdir", help="Workspace folder for raw data, caches and results.")]
 ConfigFile = Annotated[
     Path | None,
-    typer.Option("--config", help=escape("TOML file with a table per stage ([extract], [train], [train.model], [eval], [ablate], [noise]); flags win.")),
+    typer.Option("--config", help=escape("TOML file with a table per stage ([extract], [train], [train.model], [eval], [ablate], [noise], [predict]); flags win.")),
 ]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda (auto: CUDA when present).")]
 Force = Annotated[bool, typer.Option("--force", help="Redo the stage even if a complete output is cached.")]
@@ -327,13 +327,61 @@ def noise(
     force: Force = False,
     verbose: Verbose = False,
 ) -> None:
-    """Gaussian-noise robustness sweeps: curves, relative robustness and a plot."""
+    """Robustness sweeps: Gaussian noise on features (default), noise on the raw media
+    (--level raw) or missing modalities (--missing-rate); curves, robustness, a plot."""
     from clcr_cli.stages.noise import run_noise
 
     with user_errors(verbose):
         cfg = command_configs(config, given, parse_set(set_))
         out = run_noise(cfg["train"], cfg["extract"], cfg["noise"], workdir, force=force, device=device, console=console)
         typer.echo(str(out))
+
+
+@app.command()
+@with_options("predict")
+def predict(
+    given: Given,
+    run: Annotated[Path, typer.Option(help="The train output folder whose model predicts.")],
+    files: Annotated[list[Path] | None, typer.Argument(help="Media files; files of one name (a1.wav, a1.mp4, a1.txt) are one sample.", show_default=False)] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV of the inputs instead: id and audio/video/image/text columns (split and label not needed).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the outputs here (default: <run>/predict/<task>-<key>/).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any predict option as KEY=VALUE (repeatable).")] = None,
+    config: ConfigFile = None,
+    device: Device = "auto",
+    force: Force = False,
+    verbose: Verbose = False,
+) -> None:
+    """Apply a trained run to new media, extracted with exactly the settings of its store."""
+    import json
+
+    from clcr_cli.stages.predict import predict_run
+
+    with user_errors(verbose):
+        cfg = command_configs(config, given, parse_set(set_))["predict"]
+        result = predict_run(run, cfg, files=files or (), manifest=manifest, out=out, force=force,
+                             device=device, console=console)
+        if json_out:
+            typer.echo(json.dumps(result.as_json(), indent=2))
+            return
+        _predictions_table(result)
+
+
+def _predictions_table(result: Any) -> None:
+    table = Table(title=f"{result.task}: {len(result.rows)} prediction(s)")
+    table.add_column("id")
+    records = result.records()
+    if result.target == "classification":
+        table.add_column("class")
+        table.add_column("probability", justify="right")
+        for r in records:
+            table.add_row(escape(r["id"]), escape(r["class"]), f"{r['probabilities'][r['class']]:.3f}")
+    else:
+        table.add_column("prediction", justify="right")
+        for r in records:
+            table.add_row(escape(r["id"]), f"{r['prediction']:.4f}")
+    Console().print(table)
+    console.print(f"predictions: {result.out / 'predictions.csv'}")
 
 
 @app.command()

@@ -3,7 +3,10 @@
 An *option* is a dataclass field whose metadata has a ``help`` text (:func:`option` makes
 one): the field gives its name, default and type, the metadata its help, whether it
 changes the result (``key``: part of the stage's cache key), bounds (``low``, ``high``)
-and, where the flag is not ``--<name>``, its ``flag``. Everything else is derived from
+and, where the flag is not ``--<name>``, its ``flag``. An option added to a stage whose
+outputs are already cached is declared ``key=UNLESS_DEFAULT``: it enters the key (and
+the recorded options) only when it differs from its default, so that those outputs keep
+their keys (see :func:`option_values`). Everything else is derived from
 these declarations: the command's flags (``cli.py``), the TOML sections, ``--set
 KEY=VALUE``, checking and coercing values (:func:`coerce`), the cache keys
 (:func:`key_options`) and the ``status`` listing (:func:`non_default_options`).
@@ -40,13 +43,15 @@ from clcr_cli.model.batch import ModalitySpec
 from clcr_cli.model.config import ModelConfig
 
 T = TypeVar("T")
+# an option that is part of the key only when it differs from its default (module docstring)
+UNLESS_DEFAULT = "unless-default"
 
 
 def option(
     default: Any,
     help: str,
     *,
-    key: bool = True,
+    key: bool | Literal["unless-default"] = True,
     low: float | None = None,
     high: float | None = None,
     flag: str | None = None,
@@ -128,6 +133,9 @@ class TrainConfig:
     warmup_epochs: int = option(0, "warmup-cosine: linear warmup epochs (at most epochs - 1), then cosine.", low=0)
     grad_clip: float = option(0.0, "Clip the gradient norm at this value (0: off).", low=0)
     patience: int = option(0, "Early stopping after this many epochs without improvement (0: off).", low=0)
+    modality_dropout: float = option(
+        0.0, "Drop each modality of a training sample with this probability, drawn anew each epoch "
+        "(a sample keeps at least one).", low=0, high=1, key=UNLESS_DEFAULT)
     valid_fraction: float = option(0.1, "Share of train carved into valid where the store has no valid split.", low=0, high=1)
     precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "Arithmetic precision (fp16: CUDA only).")
     compile: bool = option(False, "torch.compile the model (falls back to eager where unavailable).", key=False)
@@ -186,13 +194,32 @@ class AblateConfig:
 
 @dataclasses.dataclass
 class NoiseConfig:
-    """Options of ``clcr noise``: Gaussian noise on test inputs (MultiBench's protocol)."""
+    """Options of ``clcr noise``: robustness sweeps on the test inputs -- Gaussian noise on
+    the extracted features (MultiBench's protocol), noise on the raw media before
+    extraction (``--level raw``), or modalities missing at random (``--missing-rate``)."""
 
-    sigmas: tuple[float, ...] = option((0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), "Noise levels in training-std units, increasing.", low=0)
+    sigmas: tuple[float, ...] = option((0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), "--level features: noise levels in training-std units, increasing.", low=0)
     modality: str = option("each", "each (one curve per modality) | all | a modality name.")
     noise_seeds: tuple[int, ...] = option((0, 1, 2), "Noise seeds.", low=0)
     models: tuple[str, ...] = option(("clcr", "late-fusion"), "Models compared.")
     split: Literal["train", "valid", "test"] = option("test", "The split evaluated.")
+    level: Literal["features", "raw"] = option("features", "features: Gaussian noise on the extracted features (--sigmas); raw: noise on the media, which are extracted again (--snr-db, --pixel-sigma, --blur, --text-rate).", key=UNLESS_DEFAULT)
+    snr_db: tuple[float, ...] = option((30.0, 20.0, 10.0, 5.0, 0.0), "--level raw: audio signal-to-noise ratios in dB of white Gaussian noise, one per step after the clean one, decreasing.", key=UNLESS_DEFAULT)
+    pixel_sigma: tuple[float, ...] = option((8.0, 16.0, 32.0, 64.0, 128.0), "--level raw: std of Gaussian pixel noise on 0-255 frames, one per step after the clean one, increasing.", low=0, high=1000, key=UNLESS_DEFAULT)
+    blur: float = option(0.0, "--level raw: Gaussian blur of the frames (sigma in pixels) before the pixel noise, at every noisy step (0: none).", low=0, high=100, key=UNLESS_DEFAULT)
+    text_rate: tuple[float, ...] = option((0.05, 0.1, 0.2, 0.3, 0.5), "--level raw: share of letters (or words) corrupted, one per step after the clean one, increasing.", low=0, high=1, key=UNLESS_DEFAULT)
+    text_unit: Literal["char", "word"] = option("char", "--level raw: char replaces letters by random letters; word deletes words.", key=UNLESS_DEFAULT)
+    missing_rates: tuple[float, ...] = option((), "Sweep missing modalities instead of noise: each modality of the curve absent per sample with these probabilities, increasing, e.g. 0,0.1,0.2,0.3.", low=0, high=1, flag="--missing-rate", key=UNLESS_DEFAULT)
+
+
+@dataclasses.dataclass
+class PredictConfig:
+    """Options of ``clcr predict``: a trained run applied to new media (the run, the inputs
+    and where the outputs go are the command's arguments, not options)."""
+
+    missing: tuple[str, ...] = option((), "Predict with this modality absent (repeatable): for inputs that do not have it.")
+    batch_size: int = option(256, "Samples per prediction batch.", low=1)
+    on_error: Literal["fail", "skip"] = option("fail", "fail: stop at the first input that cannot be decoded; skip: record it in skipped.csv and go on.")
 
 
 SECTIONS: dict[str, type] = {
@@ -201,6 +228,7 @@ SECTIONS: dict[str, type] = {
     "eval": EvalConfig,
     "ablate": AblateConfig,
     "noise": NoiseConfig,
+    "predict": PredictConfig,
 }
 
 
@@ -444,13 +472,17 @@ def command_configs(
 
 def option_values(cfg: Any, keyed_only: bool = False) -> dict[str, Any]:
     """Every option of ``cfg`` by its bare name, a section's options included (names are
-    unique within a stage); with ``keyed_only``, those that are part of the cache key."""
+    unique within a stage); with ``keyed_only``, those that are part of the cache key.
+    An option declared ``key=UNLESS_DEFAULT`` is left out while it has its default value."""
     out: dict[str, Any] = {}
     for name, f in options(type(cfg)).items():
         value = getattr(cfg, name)
+        key = f.metadata.get("key", True)
         if f.metadata.get("section"):
             out.update(option_values(value, keyed_only))
-        elif f.metadata.get("key", True) or not keyed_only:
+        elif key == UNLESS_DEFAULT and value == f.default:
+            continue
+        elif key or not keyed_only:
             out[name] = value
     return out
 

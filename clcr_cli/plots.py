@@ -36,34 +36,48 @@ def _save(fig: Figure, out: Path) -> Path:
     return out
 
 
-def plot_noise_curves(
-    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
-    metric: str,
-    out: Path,
-    title: str,
-) -> Path:
+Curve = tuple[Sequence[float], Sequence[float], Sequence[float]]  # (levels, means, stds)
+
+
+def plot_noise_curves(curves: Mapping[str, Curve], metric: str, out: Path, title: str, xlabel: str = "noise level σ") -> Path:
     """Metric vs noise level, one line per model: ``curves[name] = (sigmas, means, stds)``.
 
     The band is mean +- one standard deviation over seeds. Returns ``out`` (a PNG).
     """
-    if not curves:
+    return plot_noise_panels({title: (curves, None)}, metric, out, xlabel)
+
+
+def plot_noise_panels(
+    panels: Mapping[str, tuple[Mapping[str, Curve], Sequence[str] | None]],
+    metric: str,
+    out: Path,
+    xlabel: str,
+    title: str | None = None,
+) -> Path:
+    """Side by side, one panel per key (its title) of ``panels``: its curves, as in
+    :func:`plot_noise_curves`, and the labels of its x ticks (None: the levels)."""
+    if not panels or not all(curves for curves, _ in panels.values()):
         raise ValueError("plot_noise_curves needs at least one curve")
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    for name, (sigmas, means, stds) in curves.items():
-        s, m, sd = (np.asarray(v, dtype=np.float64) for v in (sigmas, means, stds))
-        if not (s.shape == m.shape == sd.shape and s.ndim == 1):
-            raise ValueError(
-                f"curve {name!r}: sigmas, means and stds must be 1-D of one length, "
-                f"got {s.shape}, {m.shape}, {sd.shape}"
-            )
-        (line,) = ax.plot(s, m, marker="o", label=name)
-        ax.fill_between(s, m - sd, m + sd, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel("noise level σ")
-    ax.set_ylabel(metric_label(metric))
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig = _new_figure(width_factor=len(panels))
+    for ax, (name, (curves, ticks)) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels.items(), strict=True):
+        for label, (sigmas, means, stds) in curves.items():
+            s, m, sd = (np.asarray(v, dtype=np.float64) for v in (sigmas, means, stds))
+            if not (s.shape == m.shape == sd.shape and s.ndim == 1):
+                raise ValueError(
+                    f"curve {label!r}: sigmas, means and stds must be 1-D of one length, "
+                    f"got {s.shape}, {m.shape}, {sd.shape}"
+                )
+            (line,) = ax.plot(s, m, marker="o", label=label)
+            ax.fill_between(s, m - sd, m + sd, color=line.get_color(), alpha=0.2, linewidth=0)
+            if ticks is not None:
+                ax.set_xticks(s, ticks, fontsize="small")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(metric_label(metric))
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title is not None:
+        fig.suptitle(title)
     return _save(fig, out)
 
 

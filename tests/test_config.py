@@ -118,7 +118,8 @@ def test_coerce_checks_and_converts():
 def test_every_option_is_a_flag_of_its_commands():
     command = typer.main.get_command(app)
     for name, sections in {"extract": ["extract"], "train": ["train"], "eval": ["train", "eval"],
-                           "ablate": ["train", "ablate"], "noise": ["train", "noise"]}.items():
+                           "ablate": ["train", "ablate"], "noise": ["train", "noise"],
+                           "predict": ["predict"]}.items():
         flags = {opt for p in command.commands[name].params for opt in p.opts + p.secondary_opts}
         for section in sections:
             for path, f, _ in declared(SECTIONS[section]):

@@ -455,7 +455,7 @@ def test_a_damaged_store_is_one_line_when_read(ws: Path):
         (["report"], "{workdir}: no such workspace folder (nothing to report)"),
         (["status"], "{workdir}: no such workspace folder"),
         (["train", "--config", "{config}"],
-         "{config}: unknown section(s) trian; sections: extract, train, eval, ablate, noise"),
+         "{config}: unknown section(s) trian; sections: extract, train, eval, ablate, noise, predict"),
     ],
 )
 def test_misuse_is_one_line_before_any_work(tmp_path: Path, args: list[str], message: str):

@@ -16,7 +16,9 @@ header is only a plan: when it is missing or wrong (.flv often) the true count
 learnt while decoding replaces it, and a second pass fetches the corrected frames.
 
 Still images (.png/.jpg/.jpeg/.bmp) give a single frame. Resizing uses
-``cv2.INTER_AREA`` straight to ``size x size`` (no crop).
+``cv2.INTER_AREA`` straight to ``size x size`` (no crop). ``perturb(frame, index)``, when
+given, changes each kept frame as decoded (BGR, native size) before it is resized: the
+raw-signal noise of ``features/perturb.py``.
 
 Decompression bombs: a picture of more than :data:`MAX_PIXELS` pixels is refused, as a
 :class:`~clcr_cli.errors.DataError` naming the file, before anything is decoded. An
@@ -30,6 +32,7 @@ from __future__ import annotations
 import math
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,9 +49,12 @@ MAX_PIXELS = 100_000_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # JPEG start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC), which give the frame size
 JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+Perturb = Callable[[np.ndarray, int], np.ndarray]  # (decoded BGR frame, its index) -> frame
 
 
-def _to_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
+def _to_rgb(frame_bgr: np.ndarray, size: int, index: int, perturb: Perturb | None) -> np.ndarray:
+    if perturb is not None:
+        frame_bgr = perturb(frame_bgr, index)
     resized = cv2.resize(frame_bgr, (size, size), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
 
@@ -122,12 +128,12 @@ def image_size(path: Path) -> tuple[int, int]:
     raise DataError(path, "not a PNG, JPEG or BMP image (no size in its header)")
 
 
-def _read_image(path: Path, size: int) -> np.ndarray:
+def _read_image(path: Path, size: int, perturb: Perturb | None) -> np.ndarray:
     _check_pixels(path, *image_size(path))
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise DataError(path, "cannot decode image")
-    return _to_rgb(image, size)[None]
+    return _to_rgb(image, size, 0, perturb)[None]
 
 
 def _frame_indices(
@@ -173,7 +179,7 @@ def _header(path: Path) -> tuple[float, int]:
 
 
 def _decode(
-    path: Path, wanted: list[int], size: int, read_to_end: bool
+    path: Path, wanted: list[int], size: int, read_to_end: bool, perturb: Perturb | None
 ) -> tuple[dict[int, np.ndarray], int | None]:
     """Grab frames in order, retrieving those in ``wanted``.
 
@@ -193,7 +199,7 @@ def _decode(
                 ok, frame = capture.retrieve()
                 if not ok:  # an undecodable frame ends the usable stream
                     return frames, index
-                frames[index] = _to_rgb(frame, size)
+                frames[index] = _to_rgb(frame, size, index, perturb)
             index += 1
     finally:
         capture.release()
@@ -206,6 +212,7 @@ def read_frames(
     size: int = 112,
     fps: float | None = None,
     window: tuple[float, float] | None = None,
+    perturb: Perturb | None = None,
 ) -> np.ndarray:
     """(T, size, size, 3) uint8 RGB frames of a video (or one frame of an image)."""
     path = Path(path)
@@ -216,7 +223,7 @@ def read_frames(
     if window is not None:
         check_window(path, window)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return _read_image(path, size)
+        return _read_image(path, size, perturb)
 
     native_fps, header_count = _header(path)
     if not (math.isfinite(native_fps) and native_fps > 0):
@@ -229,16 +236,16 @@ def read_frames(
 
     if fps is not None:  # times from the window's start: frames past the end are just absent
         wanted = plan(sys.maxsize)
-        frames, _ = _decode(path, wanted, size, read_to_end=False)
+        frames, _ = _decode(path, wanted, size, False, perturb)
     else:
         wanted = plan(header_count)
         # evenly spaced frames depend on the count when the window reaches the clip's end
         reaches_end = window is None or math.ceil(window[1] * native_fps - 1e-6) >= header_count
-        frames, true_count = _decode(path, wanted, size, read_to_end=reaches_end)
+        frames, true_count = _decode(path, wanted, size, reaches_end, perturb)
         if true_count is not None and true_count != header_count:
             wanted = plan(true_count)
             if not set(wanted) <= frames.keys():
-                frames, _ = _decode(path, wanted, size, read_to_end=False)
+                frames, _ = _decode(path, wanted, size, False, perturb)
     kept = [frames[i] for i in wanted if i in frames]
     if not kept:
         where = "" if window is None else f" in window {window}"

@@ -30,7 +30,7 @@ from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.extract import STORE_FILE
 from clcr_cli.store import FeatureStore
-from clcr_cli.training.data import FeatureStats, SplitData, load_split, standardise
+from clcr_cli.training.data import FeatureStats, Presence, SplitData, load_split, standardise
 from clcr_cli.training.inference import Predictions, compute_metrics, load_trained, predict
 
 EVAL_VERSION = 1
@@ -86,23 +86,26 @@ def check_options(cfg: EvalConfig, store: FeatureStore) -> None:
         raise ConfigError(f"--split {cfg.split}: the split of {store.path} is empty")
 
 
-def write_predictions(path: Path, pred: Predictions, split: str, target: str, class_names: list[str]) -> None:
+def prediction_columns(pred: Predictions, target: str, class_names: list[str]) -> tuple[list[str], list[list[Any]]]:
+    """The columns ``prediction`` (class index or score) and, for classification,
+    ``prob_<class>`` (6 decimals): (header, one row per sample)."""
     predicted = pred.predicted(target)
+    if target != "classification":
+        return ["prediction"], [[float(v)] for v in predicted]
+    probs = pred.probabilities()
+    rows = [[int(v), *(f"{p:.6f}" for p in row)] for v, row in zip(predicted, probs, strict=True)]
+    return ["prediction", *(f"prob_{c}" for c in class_names)], rows
+
+
+def write_predictions(path: Path, pred: Predictions, split: str, target: str, class_names: list[str]) -> None:
+    """predictions.csv: id, split, label, then :func:`prediction_columns`."""
+    header, rows = prediction_columns(pred, target, class_names)
+    cast = int if target == "classification" else float
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        header = ["id", "split", "label", "prediction"]
-        probs = None
-        if target == "classification":
-            probs = pred.probabilities()
-            header += [f"prob_{c}" for c in class_names]
-        writer.writerow(header)
-        for i, sample_id in enumerate(pred.ids):
-            label = int(pred.target[i]) if target == "classification" else float(pred.target[i])
-            value = int(predicted[i]) if target == "classification" else float(predicted[i])
-            row = [sample_id, split, label, value]
-            if probs is not None:
-                row += [f"{p:.6f}" for p in probs[i]]
-            writer.writerow(row)
+        writer.writerow(["id", "split", "label", *header])
+        for sample_id, label, row in zip(pred.ids, pred.target, rows, strict=True):
+            writer.writerow([sample_id, split, cast(label), *row])
 
 
 @dataclass
@@ -115,14 +118,15 @@ class Loaded:
     kinds: dict[str, str]
     target: str
     class_names: list[str]
+    store: Path  # the feature store the split was read from
     split_name: str
     split: SplitData
 
     def predict(
-        self, batch_size: int, device: str, missing: tuple[str, ...] = (), transform=None
+        self, batch_size: int, device: str, present: Presence | None = None, transform=None
     ) -> tuple[Predictions, dict[str, Any]]:
-        check_missing(missing, list(self.kinds))
-        present = {m: m not in missing for m in self.kinds} if missing else None
+        """Predictions and metrics on the split; ``present`` marks modalities missing (for
+        every sample or per sample), ``transform`` perturbs each batch."""
         pred = predict(self.model, self.split, batch_size, device, present=present, transform=transform)
         return pred, compute_metrics(pred, self.target, len(self.class_names))
 
@@ -136,7 +140,7 @@ def load_for_eval(train_dir: Path, split: str, device: str) -> Loaded:
         data = standardise(load_split(store, split), stats, kinds)
         if len(data) == 0:
             raise DataError(store.path, f"the {split} split is empty")
-        return Loaded(model, meta, stats, kinds, store.target, store.class_names, split, data)
+        return Loaded(model, meta, stats, kinds, store.target, store.class_names, store_path, split, data)
 
 
 def run_eval(
@@ -161,7 +165,9 @@ def evaluate(train_dir: Path, train: dict[str, Any], cfg: EvalConfig, device: st
     """Evaluate the run in ``train_dir`` (``train``: its manifest) into ``out``: the
     predictions, the metrics and the mechanism weights. Returns the metrics' summary."""
     loaded = load_for_eval(train_dir, cfg.split, device)
-    pred, metrics = loaded.predict(cfg.batch_size, device, missing=cfg.missing)
+    check_missing(cfg.missing, list(loaded.kinds))
+    present = {m: m not in cfg.missing for m in loaded.kinds} if cfg.missing else None
+    pred, metrics = loaded.predict(cfg.batch_size, device, present=present)
     write_predictions(out / PREDICTIONS_FILE, pred, cfg.split, loaded.target, loaded.class_names)
     result = {
         "task": train["dataset"],

@@ -8,7 +8,10 @@ Params:   :class:`~clcr_cli.config.ExtractConfig` minus the options that cannot 
           the result (declared ``key=False``: the text batch size, and the locations of
           the data, whose content is keyed instead): see :func:`extract_key`.
 Outputs:  ``<workdir>/extract/<dataset>-<key>/``
-            features.h5   the feature store (layout in ``clcr_cli.store``)
+            features.h5   the feature store (layout in ``clcr_cli.store``); its ``settings``
+                          attribute records every keyed option and where the data were
+                          found, so that ``noise --level raw`` and ``predict`` extract
+                          with exactly these options (:func:`extract_config_of`)
             skipped.csv   id, file, reason of every sample left out
             parts/        resumable part files, removed once the store is complete
 Cache:    a complete output is reused; a killed run resumes after its last whole part
@@ -20,7 +23,8 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +40,22 @@ from clcr_cli.cache import (
     produce,
     remove_stale_temps,
 )
-from clcr_cli.config import ExtractConfig, extract_config, key_options
+from clcr_cli.config import ExtractConfig, extract_config, key_options, options, resolve
 from clcr_cli.datasets import load_dataset, skipped_samples
 from clcr_cli.datasets.base import Dataset, DatasetOptions, Sample
 from clcr_cli.datasets.fingerprint import fingerprint
 from clcr_cli.errors import ClcrError, ConfigError, DataError
+from clcr_cli.features.perturb import RawNoise
 from clcr_cli.progress import progress_bar
 from clcr_cli.runtime import resolve_device
-from clcr_cli.store import ModalityLayout, PartData, assemble_store, read_part_skipped, write_part
+from clcr_cli.store import (
+    FeatureStore,
+    ModalityLayout,
+    PartData,
+    assemble_store,
+    read_part_skipped,
+    write_part,
+)
 
 # 2: the data enter the key by content (datasets.fingerprint), no longer by their paths
 EXTRACT_VERSION = 2
@@ -56,11 +68,8 @@ SOURCE_LAYOUT = {
     "video": ModalityLayout("frames", "video", "uint8"),
     "flow": ModalityLayout("frames", "flow", "uint8"),
 }
-
-
-def store_layouts(dataset: Dataset) -> dict[str, ModalityLayout]:
-    """How each of the dataset's modalities is stored, from its source."""
-    return {m: SOURCE_LAYOUT[s] for m, s in dataset.info.modalities.items()}
+# the options that find the data: no part of the key (the data's content is), but recorded
+LOADER_OPTIONS = ("root", "manifest", "split_file", "verify_inputs")
 
 
 def dataset_options(cfg: ExtractConfig, workdir: Path) -> DatasetOptions:
@@ -91,22 +100,36 @@ def extract_key(cfg: ExtractConfig, dataset: Dataset) -> StageKey:
     return StageKey("extract", EXTRACT_VERSION, cfg.dataset, key_options(cfg), {"data": data})
 
 
-def _provenance(dataset: Dataset) -> dict[str, Any]:
-    """Where the data were read from: the store records it, the key does not."""
-    return {"root": str(dataset.root), "sources": [str(p) for p in dataset.sources]}
+def _provenance(dataset: Dataset, cfg: ExtractConfig) -> dict[str, Any]:
+    """Where the data were read from: the store records it, the key does not. ``loader``
+    holds the options that find the data but are no part of the key, so that the samples
+    can be found again (:func:`extraction_of`)."""
+    given = {name: getattr(cfg, name) for name in LOADER_OPTIONS}
+    loader = {k: v if v is None or isinstance(v, bool) else str(Path(v).expanduser().resolve())
+              for k, v in given.items()}
+    return {"root": str(dataset.root), "sources": [str(p) for p in dataset.sources], "loader": loader}
 
 
 class Featurizer:
     """Turns samples into per-modality arrays with the shared extractors.
 
+    ``sources`` maps each modality to extract to its source (a dataset's
+    ``info.modalities``, or some of them); ``noise`` perturbs the media before extraction
+    (``clcr noise --level raw``); ``root`` is named by errors about a sample as a whole.
     Per-sample failures raise :class:`DataError` naming the sample's file; the caller
     decides (``--on-error``) whether that stops the run or skips the sample.
     """
 
-    def __init__(self, dataset: Dataset, cfg: ExtractConfig, device: str) -> None:
-        self.dataset = dataset
-        self.cfg = cfg
-        self.sources = dict(dataset.info.modalities)
+    def __init__(
+        self,
+        sources: Mapping[str, str],
+        cfg: ExtractConfig,
+        device: str,
+        root: Path,
+        noise: RawNoise | None = None,
+    ) -> None:
+        self.sources = dict(sources)
+        self.cfg, self.root, self.noise = cfg, root, noise
         self.text_encoder = None
         if "text" in self.sources.values():
             from clcr_cli.features.text import TextLevelEncoder
@@ -125,15 +148,21 @@ class Featurizer:
             out["text"] = self.text_encoder.info
         return out
 
+    def layouts(self) -> dict[str, ModalityLayout]:
+        """How each modality is stored, from its source."""
+        return {m: SOURCE_LAYOUT[s] for m, s in self.sources.items()}
+
     def _media(self, sample: Sample, modality: str, source: str) -> np.ndarray:
-        cfg = self.cfg
+        cfg, noise = self.cfg, self.noise
         if source == "audio":
             from clcr_cli.features.audio import audio_features, load_audio
 
             path = sample.audio or sample.video
             if path is None:
-                raise DataError(self.dataset.root, f"sample {sample.id}: no audio file")
+                raise DataError(self.root, f"sample {sample.id}: no audio file")
             y = load_audio(path, cfg.sample_rate, window=sample.window, max_seconds=cfg.max_seconds)
+            if noise is not None:
+                y = noise.audio(y, sample.id)
             return audio_features(
                 y, cfg.sample_rate, cfg.audio_features, cfg.n_mels, cfg.n_mfcc, cfg.hop_length, cfg.n_fft
             )
@@ -141,9 +170,10 @@ class Featurizer:
             from clcr_cli.features.video import read_frames
 
             if sample.video is None:
-                raise DataError(self.dataset.root, f"sample {sample.id}: no video file")
+                raise DataError(self.root, f"sample {sample.id}: no video file")
             frames = read_frames(
-                sample.video, cfg.num_frames, cfg.frame_size, fps=cfg.fps, window=sample.window
+                sample.video, cfg.num_frames, cfg.frame_size, fps=cfg.fps, window=sample.window,
+                perturb=None if noise is None else noise.frames(sample.id),
             )
             if source == "video":
                 return frames
@@ -154,10 +184,10 @@ class Featurizer:
             return flow_to_uint8(optical_flow(frames))
         if source == "array":
             if modality not in sample.arrays:
-                raise DataError(self.dataset.root, f"sample {sample.id}: no {modality!r} array")
+                raise DataError(self.root, f"sample {sample.id}: no {modality!r} array")
             a = np.asarray(sample.arrays[modality], dtype="float32")
             if a.ndim != 2 or a.shape[0] == 0:
-                raise DataError(self.dataset.root, f"sample {sample.id}: {modality!r} is not a (T, F) sequence")
+                raise DataError(self.root, f"sample {sample.id}: {modality!r} is not a (T, F) sequence")
             return a
         raise ClcrError(f"unknown modality source {source!r}")
 
@@ -166,10 +196,12 @@ class Featurizer:
         if sample.text_file is not None:
             from clcr_cli.features.text import read_text_file
 
-            return read_text_file(sample.text_file)
-        if not (sample.text or "").strip():
-            raise DataError(self.dataset.root, f"sample {sample.id}: empty transcript")
-        return sample.text
+            text = read_text_file(sample.text_file)
+        elif not (sample.text or "").strip():
+            raise DataError(self.root, f"sample {sample.id}: empty transcript")
+        else:
+            text = sample.text
+        return text if self.noise is None else self.noise.text(text, sample.id)
 
     def part(self, samples: list[Sample]) -> tuple[PartData, list[tuple[Sample, DataError]]]:
         """Featurize ``samples``; failed samples come back with their error, not in the part."""
@@ -255,32 +287,63 @@ def resolve_store(
 
 
 def _extract_parts(
-    dataset: Dataset,
+    samples: list[Sample],
+    featurizer: Featurizer,
     cfg: ExtractConfig,
     parts: list[Path],
     todo: list[int],
-    device: str,
     console: Console,
     after_part: Callable[[int], None] | None,
-) -> Featurizer:
+) -> None:
     """Featurize and write the parts numbered ``todo`` (each atomically, in order)."""
-    featurizer = Featurizer(dataset, cfg, resolve_device(device))
-    layouts = store_layouts(dataset)
-    total = sum(len(dataset.samples[i * cfg.part_size : (i + 1) * cfg.part_size]) for i in todo)
+    total = sum(len(samples[i * cfg.part_size : (i + 1) * cfg.part_size]) for i in todo)
     with progress_bar(console, unit="clips") as progress:
         task = progress.add_task(f"extract {cfg.dataset}", total=total)
         for i in todo:
-            chunk = dataset.samples[i * cfg.part_size : (i + 1) * cfg.part_size]
+            chunk = samples[i * cfg.part_size : (i + 1) * cfg.part_size]
             part, failed = featurizer.part(chunk)
             for sample, err in failed:
                 if cfg.on_error == "fail":
                     raise err
                 part.skipped.append((sample.id, str(err.path), err.problem))
-            write_part(parts[i], part, layouts)
+            write_part(parts[i], part, featurizer.layouts())
             progress.advance(task, len(chunk))
             if after_part is not None:
                 after_part(i)
-    return featurizer
+
+
+def build_store(
+    folder: Path,
+    samples: list[Sample],
+    featurizer: Featurizer,
+    cfg: ExtractConfig,
+    attrs: dict[str, Any],
+    console: Console,
+    after_part: Callable[[int], None] | None = None,
+    merge_only: bool = False,
+) -> tuple[int, list[tuple[str, str, str]]]:
+    """Featurize the parts of ``samples`` (``cfg.part_size`` each) that ``folder/parts``
+    does not hold yet, then join every part into ``folder/features.h5`` with ``attrs``
+    and remove the parts: (samples stored, (id, file, reason) of every sample skipped).
+    With ``merge_only`` a missing part is an error instead."""
+    parts = _parts(folder, len(samples), cfg.part_size)
+    parts[0].parent.mkdir(exist_ok=True)
+    remove_stale_temps(parts[0].parent)  # parts of writers that died (shards are done by now)
+    todo = [k for k, p in enumerate(parts) if not p.exists()]
+    if merge_only and todo:
+        raise ClcrError(
+            f"{parts[0].parent}: cannot merge, {len(todo)} of {len(parts)} parts are missing "
+            f"(first: {parts[todo[0]].name}); run the missing shards first"
+        )
+    if len(todo) < len(parts):
+        console.print(f"resuming extract {cfg.dataset}: {len(parts) - len(todo)}/{len(parts)} parts done")
+    _extract_parts(samples, featurizer, cfg, parts, todo, console, after_part)
+    skipped = [row for p in parts for row in read_part_skipped(p)]
+    n = assemble_store(parts, folder / STORE_FILE, featurizer.layouts(), attrs)
+    for p in parts:
+        p.unlink()
+    parts[0].parent.rmdir()
+    return n, skipped
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -335,10 +398,10 @@ def run_extract(
     return store
 
 
-def _parts(stage: StageDir, cfg: ExtractConfig, dataset: Dataset) -> list[Path]:
-    """The paths of the dataset's part files (``part_size`` samples each)."""
-    n_parts = (len(dataset.samples) + cfg.part_size - 1) // cfg.part_size
-    return [stage.path / "parts" / f"part-{i:05d}.h5" for i in range(n_parts)]
+def _parts(folder: Path, n_samples: int, part_size: int) -> list[Path]:
+    """The paths of the part files of ``n_samples`` samples (``part_size`` each)."""
+    n_parts = (n_samples + part_size - 1) // part_size
+    return [folder / "parts" / f"part-{i:05d}.h5" for i in range(n_parts)]
 
 
 def _extract_shard(
@@ -353,13 +416,14 @@ def _extract_shard(
 ) -> Path:
     """Extract the missing parts of one shard, under that shard's own lock; the output is
     completed later by a run without a shard (``--merge``)."""
-    parts = _parts(stage, cfg, dataset)
+    parts = _parts(stage.path, len(dataset.samples), cfg.part_size)
     i, n = shard
     with stage.lock(lock_timeout, on_wait=console.print, name=f"{LOCK}-shard-{i}-of-{n}"):
         stage.begin()
         parts[0].parent.mkdir(exist_ok=True)
         todo = [k for k in range(i, len(parts), n) if not parts[k].exists()]
-        _extract_parts(dataset, cfg, parts, todo, device, console, after_part)
+        featurizer = Featurizer(dataset.info.modalities, cfg, resolve_device(device), dataset.root)
+        _extract_parts(dataset.samples, featurizer, cfg, parts, todo, console, after_part)
     console.print(
         f"[green]shard {i}/{n}[/] of extract {cfg.dataset} done ({len(range(i, len(parts), n))} parts); "
         "join the shards with `clcr extract --merge` and the same options"
@@ -377,36 +441,69 @@ def _extract_all(
     after_part: Callable[[int], None] | None,
 ) -> dict[str, Any]:
     """Extract every missing part, then join all parts into the store; the summary."""
-    parts = _parts(stage, cfg, dataset)
-    parts[0].parent.mkdir(exist_ok=True)
-    remove_stale_temps(parts[0].parent)  # parts of writers that died (shards are done by now)
-    todo = [k for k, p in enumerate(parts) if not p.exists()]
-    if merge_only and todo:
-        raise ClcrError(
-            f"{parts[0].parent}: cannot merge, {len(todo)} of {len(parts)} parts are missing "
-            f"(first: {parts[todo[0]].name}); run the missing shards first"
-        )
-    if len(todo) < len(parts):
-        console.print(f"resuming extract {cfg.dataset}: {len(parts) - len(todo)}/{len(parts)} parts done")
     started = time.monotonic()
-    featurizer = _extract_parts(dataset, cfg, parts, todo, device, console, after_part)
-    skipped = [(s.id, "", s.reason) for s in skipped_samples(dataset)]
-    for p in parts:
-        skipped.extend(read_part_skipped(p))
-    with atomic_path(stage.path / SKIPPED_FILE) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "file", "reason"])
-        writer.writerows(skipped)
+    featurizer = Featurizer(dataset.info.modalities, cfg, resolve_device(device), dataset.root)
     attrs = {
         "dataset": cfg.dataset,
         "target": dataset.info.target,
         "class_names": list(dataset.info.class_names),
         "extract_key": stage.key.digest,
-        "settings": {**stage.key.params, **_provenance(dataset), **featurizer.settings()},
+        "settings": {**stage.key.params, **_provenance(dataset, cfg), **featurizer.settings()},
         "versions": _package_versions(),
     }
-    n = assemble_store(parts, stage.path / STORE_FILE, store_layouts(dataset), attrs)
-    for p in parts:
-        p.unlink()
-    parts[0].parent.rmdir()
+    n, failed = build_store(stage.path, dataset.samples, featurizer, cfg, attrs, console, after_part, merge_only)
+    skipped = [(s.id, "", s.reason) for s in skipped_samples(dataset)] + failed
+    with atomic_path(stage.path / SKIPPED_FILE) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "file", "reason"])
+        writer.writerows(skipped)
     return {"samples": n, "skipped": len(skipped), "seconds": round(time.monotonic() - started, 2)}
+
+
+# --- the extraction a store was made from ---------------------------------------------------
+
+
+def extract_config_of(store: FeatureStore) -> ExtractConfig:
+    """The extract options ``store`` was made with, from its ``settings`` attribute: every
+    option of its key, and where the data were found (recorded since this version; a store
+    without that record is taken to have used the default locations)."""
+    settings = store.settings
+    keyed = [name for name, f in options(ExtractConfig).items() if f.metadata.get("key", True)]
+    absent = [name for name in keyed if name not in settings]
+    if absent:
+        raise DataError(store.path, f"its settings lack {', '.join(absent)}: "
+                                    "extract it again with this version of clcr")
+    values = {name: settings[name] for name in keyed}
+    values.update({k: v for k, v in settings.get("loader", {}).items() if k in LOADER_OPTIONS and v is not None})
+    return resolve(ExtractConfig, [(f"{store.path}: settings", values)])
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """A store and what it was made from: its path and key, its extract options and the
+    dataset's samples (found again, with the same content)."""
+
+    store: Path
+    key: str
+    cfg: ExtractConfig
+    dataset: Dataset
+
+
+def extraction_of(store_path: Path, workdir: Path) -> Extraction:
+    """Find again the samples the store at ``store_path`` was extracted from, with its
+    options (:func:`extract_config_of`), and check that they are the same: options and
+    data must give the store's own key, or the media have changed (or moved) since."""
+    with FeatureStore(store_path) as store:
+        cfg, key = extract_config_of(store), store.extract_key
+        recorded = "loader" in store.settings
+    try:
+        dataset = load_dataset(cfg.dataset, dataset_options(cfg, workdir))
+    except ClcrError as exc:
+        if recorded:
+            raise
+        raise DataError(store_path, f"cannot find its data again ({exc}): it was extracted before clcr "
+                                    "recorded where the data lie; extract it again") from None
+    if extract_key(cfg, dataset).digest != key:
+        raise DataError(store_path, "its dataset is not what it was extracted from (the media, lists or "
+                                    "manifest changed or moved since): extract it again")
+    return Extraction(Path(store_path), key, cfg, dataset)

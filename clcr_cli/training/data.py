@@ -42,7 +42,9 @@ STATS_BYTES = 16 * 1024 * 1024  # and converted to float64 this many bytes at a 
 PREFETCH = 2  # batches each loader worker reads ahead
 MIB = 1024 * 1024
 
-Rows = tuple[dict[str, Tensor], dict[str, Tensor], Tensor]  # inputs, lengths, target
+Rows = tuple[dict[str, Tensor], dict[str, Tensor], Tensor | None]  # inputs, lengths, target
+# which samples have modality m: True or False for every sample, or (N,) bool, one per sample
+Presence = dict[str, bool | Tensor]
 
 
 def step_mask(lengths: Tensor, steps: int) -> Tensor:
@@ -78,12 +80,12 @@ def _target(store: FeatureStore, rows: np.ndarray) -> Tensor:
 
 @dataclass
 class SplitData:
-    """One split of a store, in memory."""
+    """One split of a store, in memory (``target`` None: new data, no labels)."""
 
     ids: list[str]
     inputs: dict[str, Tensor]
     lengths: dict[str, Tensor]
-    target: Tensor
+    target: Tensor | None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -102,7 +104,7 @@ class SplitData:
         return (
             {m: x[positions] for m, x in self.inputs.items()},
             {m: n[positions] for m, n in self.lengths.items()},
-            self.target[positions],
+            None if self.target is None else self.target[positions],
         )
 
 
@@ -309,13 +311,15 @@ def batches(
     split: Split,
     batch_size: int,
     generator: torch.Generator | None = None,
-    present: dict[str, bool] | None = None,
+    present: Presence | None = None,
     workers: int = 0,
     pin_memory: bool = False,
 ) -> Iterator[Batch]:
     """Mini-batches in a random order (with ``generator``) or in order (without).
 
-    ``present`` marks modalities as missing for every sample (``eval --missing``). A
+    ``present[m]`` marks modality m as missing for every sample (False: ``eval
+    --missing``) or per sample of the split (an (N,) bool tensor: ``noise
+    --missing-rate``, ``--modality-dropout``); a modality it does not name is present. A
     streamed split is read by a ``DataLoader`` with ``workers`` processes (0: in this
     one) and, with ``pin_memory``, into pinned memory; it has a generator of its own, so
     it leaves torch's global RNG (dropout's) as it found it.
@@ -335,12 +339,14 @@ def batches(
         )
     else:
         parts = (split.rows(idx) for idx in order)
-    for inputs, lengths, target in parts:
-        yield Batch(
-            inputs=inputs,
-            lengths=lengths,
-            target=target,
-            present=None
-            if present is None
-            else {m: torch.full((len(target),), present.get(m, True)) for m in inputs},
-        )
+    for idx, (inputs, lengths, target) in zip(order, parts, strict=True):
+        yield Batch(inputs, lengths, target, None if present is None else _batch_presence(present, idx, inputs))
+
+
+def _batch_presence(present: Presence, idx: Tensor, modalities: dict[str, Tensor]) -> dict[str, Tensor]:
+    """(B,) bool per modality for the split positions ``idx``, from ``present``."""
+    out = {}
+    for m in modalities:
+        p = present.get(m, True)
+        out[m] = p[idx] if isinstance(p, Tensor) else torch.full((len(idx),), p)
+    return out

@@ -6,6 +6,7 @@ Shared by ``train`` (validation each epoch), ``eval``, ``ablate`` and ``noise``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from clcr_cli.errors import DataError
 from clcr_cli.metrics import classification_metrics, regression_metrics
 from clcr_cli.model import ModelConfig, build_model
 from clcr_cli.model.batch import Batch, ModalitySpec
-from clcr_cli.training.data import FeatureStats, Split, batches
+from clcr_cli.training.data import FeatureStats, Presence, Split, batches
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -30,9 +31,9 @@ META_FILE = "model.json"
 @dataclass
 class Predictions:
     ids: list[str]
-    target: np.ndarray  # (N,)
+    target: np.ndarray | None  # (N,); None for new data, without labels
     output: np.ndarray  # (N, C) logits or (N,) regression prediction
-    loss: float  # mean total loss
+    loss: float  # mean total loss (NaN without labels)
     terms: dict[str, float]  # mean of each loss term
     level_weights: np.ndarray | None  # (L,) mean over samples
     modality_weights: np.ndarray | None  # (M,) mean over samples
@@ -50,15 +51,16 @@ def predict(
     split: Split,
     batch_size: int,
     device: str,
-    present: dict[str, bool] | None = None,
+    present: Presence | None = None,
     transform: Callable[[Batch], Batch] | None = None,
     workers: int = 0,
 ) -> Predictions:
-    """Evaluate ``model`` on ``split`` in order; ``transform`` may perturb each batch (noise).
+    """Evaluate ``model`` on ``split`` in order; ``transform`` may perturb each batch (noise),
+    ``present`` mark modalities missing (see :func:`~clcr_cli.training.data.batches`).
 
     ``split`` is held in memory or streamed from the store (then read by ``workers`` loader
     processes). Outputs and losses stay on ``device`` until the end: one transfer, not one
-    per batch.
+    per batch. A split without targets has no loss (NaN), only outputs.
     """
     model.eval()
     outputs, level_w, modality_w = [], [], []
@@ -71,10 +73,11 @@ def predict(
         if transform is not None:
             batch = transform(batch)
         out = model(batch.to(device))
-        b = len(batch.target)
+        b = len(out.logits)
         n += b
         outputs.append(out.logits.float())
-        for name, value in {"loss": out.loss, **out.terms}.items():
+        terms = out.terms if out.loss is None else {"loss": out.loss, **out.terms}
+        for name, value in terms.items():
             weighted = value.double() * b
             sums[name] = sums[name] + weighted if name in sums else weighted
         if out.level_weights is not None:
@@ -82,10 +85,10 @@ def predict(
         if out.modality_weights is not None:
             modality_w.append(out.modality_weights.float())
     means = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist(), strict=True))
-    loss = means.pop("loss")
+    loss = means.pop("loss", math.nan)
     return Predictions(
         ids=split.ids,
-        target=split.target.numpy(),
+        target=None if split.target is None else split.target.numpy(),
         output=torch.cat(outputs).cpu().numpy(),
         loss=loss,
         terms=means,

@@ -4,8 +4,9 @@ Its parts, each a function or class below:
 
 - the optimiser, the per-epoch learning-rate schedule, mixed precision and torch.compile
   with an eager fallback, put together in a :class:`Stepper` (one optimisation step);
-- one epoch (:func:`train_epoch`): a seeded shuffle, seeded dropout, loss terms summed
-  over the DDP ranks;
+- one epoch (:func:`train_epoch`): a seeded shuffle, seeded dropout, modalities dropped
+  per sample with ``modality_dropout`` (``training/presence.py``), loss terms summed over
+  the DDP ranks;
 - selection (:class:`Selection`): the best validation epoch's weights, early stopping;
 - resuming (:func:`save_checkpoint`, :func:`resume`): ``last.pt``, written after every
   epoch, holds everything the next epoch depends on; a damaged one is reported, removed
@@ -13,8 +14,9 @@ Its parts, each a function or class below:
 - the outputs of a finished run (:func:`write_outputs`).
 
 Randomness: epoch e shuffles with a generator seeded by (seed, e) -- the same on every
-rank -- and draws dropout from torch's RNG seeded by (seed, e, rank), so a resumed run
-needs no saved RNG state to replay the uninterrupted one bit for bit. A split larger
+rank --, draws dropout from torch's RNG seeded by (seed, e, rank) and drops modalities
+by draws fixed by (seed, e, sample id, modality), so a resumed run needs no saved RNG
+state to replay the uninterrupted one bit for bit. A split larger
 than ``stream_above_mb`` is streamed from the store in the same batches, in the same
 order, so streaming changes nothing either.
 """
@@ -58,6 +60,7 @@ from clcr_cli.training.data import (
     standardise,
 )
 from clcr_cli.training.inference import compute_metrics, predict, save_trained
+from clcr_cli.training.presence import random_presence
 
 T = TypeVar("T")
 
@@ -193,10 +196,14 @@ def train_epoch(
     step.net.train()
     torch.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
     shuffle = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+    present = None
+    if cfg.modality_dropout > 0:
+        seed = ("modality_dropout", cfg.seed, epoch)
+        present = random_presence(train.ids, train.modalities(), cfg.modality_dropout, seed)
     t0 = time.perf_counter()
     seen = 0
     sums: dict[str, Tensor] = {}  # sample-weighted loss terms, on the device
-    for global_batch in batches(train, cfg.batch_size, generator=shuffle, **loading):
+    for global_batch in batches(train, cfg.batch_size, generator=shuffle, present=present, **loading):
         batch = shard(global_batch, dist).to(dist.device)
         out = step(batch)
         b = len(batch.target)
