@@ -32,7 +32,8 @@ from __future__ import annotations
 import math
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -156,53 +157,51 @@ def _frame_indices(
     return [i for i in (lo + round(k * step) for k in range(num_frames)) if i < hi]
 
 
-def _open(path: Path) -> cv2.VideoCapture:
+@contextmanager
+def _capture(path: Path) -> Iterator[cv2.VideoCapture]:
+    """The video opened by FFmpeg, released on leaving (opening and releasing cost 1-2 ms
+    each: a large share of a short clip, so one capture serves the header and a pass)."""
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    if not capture.isOpened():
-        raise DataError(path, "cannot open video")
-    return capture
+    try:
+        if not capture.isOpened():
+            raise DataError(path, "cannot open video")
+        yield capture
+    finally:
+        capture.release()
 
 
-def _header(path: Path) -> tuple[float, int]:
+def _header(path: Path, capture: cv2.VideoCapture) -> tuple[float, int]:
     """The frame rate and frame count the container claims (either may be 0 or wrong).
 
     Refuses frames of more than MAX_PIXELS pixels before any is grabbed.
     """
-    capture = _open(path)
-    try:
-        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        _check_pixels(path, width, height)
-        return capture.get(cv2.CAP_PROP_FPS), max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
-    finally:
-        capture.release()
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    _check_pixels(path, width, height)
+    return capture.get(cv2.CAP_PROP_FPS), max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
 
 
 def _decode(
-    path: Path, wanted: list[int], size: int, read_to_end: bool, perturb: Perturb | None
+    capture: cv2.VideoCapture, wanted: list[int], size: int, read_to_end: bool, perturb: Perturb | None
 ) -> tuple[dict[int, np.ndarray], int | None]:
-    """Grab frames in order, retrieving those in ``wanted``.
+    """Grab frames in order from a capture at its first frame, retrieving those in ``wanted``.
 
     Returns the retrieved frames and the true frame count, known only if the stream
     ended before the last wanted frame or ``read_to_end`` asked to count all frames.
     """
-    capture = _open(path)
     frames: dict[int, np.ndarray] = {}
     targets = set(wanted)
     last = max(wanted, default=-1)
     index = 0
-    try:
-        while index <= last or read_to_end:
-            if not capture.grab():
+    while index <= last or read_to_end:
+        if not capture.grab():
+            return frames, index
+        if index in targets:
+            ok, frame = capture.retrieve()
+            if not ok:  # an undecodable frame ends the usable stream
                 return frames, index
-            if index in targets:
-                ok, frame = capture.retrieve()
-                if not ok:  # an undecodable frame ends the usable stream
-                    return frames, index
-                frames[index] = _to_rgb(frame, size, index, perturb)
-            index += 1
-    finally:
-        capture.release()
+            frames[index] = _to_rgb(frame, size, index, perturb)
+        index += 1
     return frames, None
 
 
@@ -225,27 +224,29 @@ def read_frames(
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _read_image(path, size, perturb)
 
-    native_fps, header_count = _header(path)
-    if not (math.isfinite(native_fps) and native_fps > 0):
-        if fps is not None or window is not None:
-            raise DataError(path, "unknown frame rate: cannot sample by time")
-        native_fps = 1.0  # only frame indices matter for evenly spaced sampling
+    with _capture(path) as capture:  # the header and the first pass
+        native_fps, header_count = _header(path, capture)
+        if not (math.isfinite(native_fps) and native_fps > 0):
+            if fps is not None or window is not None:
+                raise DataError(path, "unknown frame rate: cannot sample by time")
+            native_fps = 1.0  # only frame indices matter for evenly spaced sampling
 
-    def plan(n_frames: int) -> list[int]:
-        return _frame_indices(n_frames, native_fps, num_frames, fps, window)
+        def plan(n_frames: int) -> list[int]:
+            return _frame_indices(n_frames, native_fps, num_frames, fps, window)
 
-    if fps is not None:  # times from the window's start: frames past the end are just absent
-        wanted = plan(sys.maxsize)
-        frames, _ = _decode(path, wanted, size, False, perturb)
-    else:
-        wanted = plan(header_count)
-        # evenly spaced frames depend on the count when the window reaches the clip's end
-        reaches_end = window is None or math.ceil(window[1] * native_fps - 1e-6) >= header_count
-        frames, true_count = _decode(path, wanted, size, reaches_end, perturb)
-        if true_count is not None and true_count != header_count:
-            wanted = plan(true_count)
-            if not set(wanted) <= frames.keys():
-                frames, _ = _decode(path, wanted, size, False, perturb)
+        if fps is not None:  # times from the window's start: frames past the end are just absent
+            wanted, true_count = plan(sys.maxsize), None
+            frames, _ = _decode(capture, wanted, size, False, perturb)
+        else:
+            wanted = plan(header_count)
+            # evenly spaced frames depend on the count when the window reaches the clip's end
+            reaches_end = window is None or math.ceil(window[1] * native_fps - 1e-6) >= header_count
+            frames, true_count = _decode(capture, wanted, size, reaches_end, perturb)
+    if true_count is not None and true_count != header_count:  # the header was wrong
+        wanted = plan(true_count)
+        if not set(wanted) <= frames.keys():
+            with _capture(path) as capture:
+                frames, _ = _decode(capture, wanted, size, False, perturb)
     kept = [frames[i] for i in wanted if i in frames]
     if not kept:
         where = "" if window is None else f" in window {window}"

@@ -67,11 +67,12 @@ def test_short_clip_repeats_frames_to_num_frames(ramp_clip: Path) -> None:
 def test_wrong_header_count_is_corrected(ramp_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A header that over- or under-states the frame count (as .flv often does) still
     gives frames spread over the true clip."""
-    native_fps, true_count = video._header(ramp_clip)
+    with video._capture(ramp_clip) as capture:
+        native_fps, true_count = video._header(ramp_clip, capture)
     assert (native_fps, true_count) == (FPS, N_FRAMES)
     expected = [level(i) for i in np.round(np.linspace(0, N_FRAMES - 1, 3)).astype(int)]
     for fake_count in (0, 10, 100):
-        monkeypatch.setattr(video, "_header", lambda path, n=fake_count: (FPS, n))
+        monkeypatch.setattr(video, "_header", lambda path, capture, n=fake_count: (FPS, n))
         np.testing.assert_allclose(frame_levels(read_frames(ramp_clip, 3, 16)), expected, atol=4)
 
 
