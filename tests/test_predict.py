@@ -172,6 +172,17 @@ def test_an_undecodable_input_fails_or_is_skipped(synth_run, media, tmp_path: Pa
              *[f for f in media["files"] if f.stem == media["few"][1]]]
     with pytest.raises(DataError, match=str(broken.name)):
         predict_run(synth_run.run, PredictConfig(), files=files)
+    # the refused prediction leaves no partial output behind (`clcr status` stays clean)
+    assert not [p for p in (synth_run.run / "predict").glob("*") if not (p / "manifest.json").exists()]
+    out = tmp_path / "preds"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds other files"):
+        predict_run(synth_run.run, PredictConfig(), files=files, out=out)
+    empty = tmp_path / "empty"
+    with pytest.raises(DataError, match=str(broken.name)):
+        predict_run(synth_run.run, PredictConfig(), files=files, out=empty)
+    assert [p.name for p in empty.iterdir() if not p.name.startswith(".lock")] == []
     result = predict_run(synth_run.run, PredictConfig(on_error="skip"), files=files)
     assert [r["id"] for r in read_csv(result.out / "predictions.csv")] == [media["few"][1]]
     assert [s[0] for s in result.skipped] == [media["few"][0]]

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from clcr_cli.cache import PARAMS, StageDir, StageKey, atomic_path, produce
+from clcr_cli.cache import MANIFEST, PARAMS, StageDir, StageKey, atomic_path, produce
 from clcr_cli.config import PredictConfig, key_options
 from clcr_cli.datasets.base import Dataset, DatasetInfo, Sample
 from clcr_cli.datasets.fingerprint import fingerprint
@@ -70,6 +70,8 @@ from clcr_cli.training.inference import META_FILE, load_trained, predict
 PREDICT_VERSION = 1
 PREDICTIONS_FILE = "predictions.csv"
 SPLIT = "predict"  # the split of every sample of a prediction's store
+# what a prediction writes into its folder (the cache's params and manifest included)
+OUTPUT_NAMES = (PREDICTIONS_FILE, STORE_FILE, SKIPPED_FILE, PARAMS, MANIFEST, "parts")
 
 TEXT_SUFFIXES = (".txt",)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -255,8 +257,15 @@ def predict_run(
     if out is not None:
         stage.path = _own_folder(Path(out).expanduser(), stage.key.digest)
     device = resolve_device(device)
-    produce(stage, lambda: _predict(run, store_path, dataset, modalities, extract_cfg, cfg, device, stage.path,
-                                    console), force=force, console=console)
+    try:
+        produce(stage, lambda: _predict(run, store_path, dataset, modalities, extract_cfg, cfg, device,
+                                        stage.path, console), force=force, console=console)
+    except DataError:
+        # a refused input: the folder is keyed by these inputs, so it would only linger as
+        # a partial output in `clcr status`; a run that completed is never touched
+        if not stage.is_complete():
+            _discard(stage.path, whole=out is None)
+        raise
     return read_prediction(stage.path, run, train["dataset"], target, class_names)
 
 
@@ -274,9 +283,20 @@ def _own_folder(out: Path, digest: str) -> Path:
             raise ConfigError(f"--out {out}: the folder holds other files; give an empty or new folder")
         if params.get("key") != digest:  # another prediction: this one replaces it
             for p in out.iterdir():
-                if p.name in (PREDICTIONS_FILE, STORE_FILE, SKIPPED_FILE, PARAMS, "manifest.json", "parts"):
+                if p.name in OUTPUT_NAMES:
                     _remove(p)
     return out
+
+
+def _discard(folder: Path, whole: bool) -> None:
+    """Remove an unfinished prediction: the whole folder (under the run) or, in a folder
+    the user gave (``--out``), only what a prediction writes there."""
+    if whole:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for p in folder.iterdir():
+        if p.name in OUTPUT_NAMES:
+            _remove(p)
 
 
 def _remove(path: Path) -> None:
