@@ -138,6 +138,7 @@ def test_cli_prints_a_table_or_json(synth_run, media):
         (lambda run, m: ["--run", str(run), str(m["folder"] / "clip.xyz")], "clip.xyz: unknown kind of media"),
         (lambda run, m: ["--run", str(run), str(m["folder"] / "gone.mp4")], "gone.mp4: no such file"),
         (lambda run, m: ["--run", str(run.parent), str(m["files"][0])], "not a complete train output"),
+        (lambda run, m: ["--run", str(run) + "-gone", str(m["files"][0])], "-gone: no such folder"),
         (lambda run, m: ["--run", str(run)], "give media files or --manifest"),
         (lambda run, m: ["--run", str(run), "--manifest", str(m["files"][0])], "not a readable CSV manifest"),
         (lambda run, m: ["--run", str(run), "--missing", "smell", str(m["files"][0])], "--missing smell"),

@@ -44,6 +44,8 @@ DIGEST = re.compile(r"^[0-9a-f]{12}$")
 def train_manifest(train_dir: Path) -> dict[str, Any]:
     """The manifest of the complete, intact train output ``train_dir``, its fields that
     name folders checked: the task (a plain name) and the extraction's key."""
+    if not Path(train_dir).is_dir():
+        raise DataError(train_dir, "no such folder (give a train output: <workdir>/train/<task>-<key>)")
     check = check_output(train_dir)
     if check.state == "partial":
         raise DataError(train_dir, "not a complete train output (run `clcr train` first)")
