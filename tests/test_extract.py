@@ -225,6 +225,11 @@ def test_cli_unknown_dataset_and_bad_option(tmp_path: Path):
     assert result.exit_code == 2 and "unknown dataset 'nosuch'" in result.output
     result = runner.invoke(app, ["extract", "--on-error", "maybe", "--workdir", str(tmp_path)])
     assert result.exit_code == 2 and "--on-error" in result.output
+    # training an unknown task with nothing extracted: one line, before any extraction
+    result = runner.invoke(app, ["train", "--task", "nosuch", "--workdir", str(tmp_path)])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "no extracted features for 'nosuch'" in lines[0] and "--manifest FILE.csv" in lines[0]
 
 
 def test_cli_status_lists_outputs(extracted):

@@ -41,7 +41,7 @@ from clcr_cli.cache import (
     remove_stale_temps,
 )
 from clcr_cli.config import ExtractConfig, extract_config, key_options, options, resolve
-from clcr_cli.datasets import load_dataset, skipped_samples
+from clcr_cli.datasets import LOADERS, load_dataset, skipped_samples
 from clcr_cli.datasets.base import Dataset, DatasetOptions, Sample
 from clcr_cli.datasets.fingerprint import fingerprint
 from clcr_cli.errors import ClcrError, ConfigError, DataError
@@ -279,6 +279,9 @@ def resolve_store(
         if found is not None:
             console.print(f"using extract {found.parent.name} (the latest for {dataset})")
             return found
+        if dataset not in LOADERS:  # a manifest's dataset: its CSV is needed to extract it
+            raise ConfigError(f"no extracted features for {dataset!r} in {workdir}, and no built-in dataset of "
+                              f"that name: extract it first (clcr extract --dataset {dataset} --manifest FILE.csv)")
         console.print(f"no extracted features for {dataset} yet: extracting with default options")
         cfg = extract_config({}, {"dataset": dataset})
     if cfg.dataset != dataset:
