@@ -409,8 +409,15 @@ def complete_outputs(workdir: Path, stage: str, dataset: str | None = None) -> l
     return [folder for _, folder in sorted(found)]
 
 
+def _own_entries(path: Path) -> list[Path]:
+    """The entries of an output folder that are its own (not the outputs nested in it)."""
+    return [p for p in path.iterdir() if p.name not in NESTED]
+
+
 def _folder_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes of an output's own files (a train run's evaluations and predictions are rows of their own)."""
+    own = _own_entries(path)
+    return sum(p.stat().st_size for e in own for p in ([e] if e.is_file() else e.rglob("*")) if p.is_file())
 
 
 def _key_info(folder: Path, check: Check) -> dict[str, Any]:
@@ -444,7 +451,7 @@ def list_outputs(workdir: Path, verify: bool = False) -> list[CachedOutput]:
                 state=check.state,
                 problem=check.describe(),
                 size=_folder_size(folder),
-                modified=max(p.stat().st_mtime for p in folder.iterdir()),
+                modified=max((p.stat().st_mtime for p in _own_entries(folder)), default=folder.stat().st_mtime),
                 params=params if isinstance(params, dict) else {},
                 path=folder,
             )

@@ -147,11 +147,16 @@ def test_list_outputs_includes_evaluations_inside_train_outputs(tmp_path: Path):
     with train.lock():
         train.begin()
         train.complete()
+    size = {r.stage: r.size for r in list_outputs(tmp_path)}["train"]
     evaluation = StageDir(train.path, StageKey("eval", 1, "synth", {"split": "test"}))
     with evaluation.lock():
         evaluation.begin()
+        (evaluation.path / "predictions.csv").write_text("x" * 10_000)
         evaluation.complete()
-    assert sorted(r.stage for r in list_outputs(tmp_path)) == ["eval", "train"]
+    rows = {r.stage: r for r in list_outputs(tmp_path)}
+    assert sorted(rows) == ["eval", "train"]
+    # each row counts its own files: the train run's size is not its evaluation's
+    assert rows["train"].size == size and rows["eval"].size > 10_000
 
 
 def test_unknown_options_are_errors_not_ignored(tmp_path: Path):
