@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 from clcr_cli.datasets.base import SPLITS, DatasetInfo, DatasetOptions, Sample, Source, Target
 from clcr_cli.datasets.layout import LoadedDataset, build_dataset, carve_valid, name_few
@@ -130,6 +131,44 @@ def resolve(manifest: Path, value: str) -> Path:
     return path if path.is_absolute() else manifest.parent / path
 
 
+def modality_columns(manifest: Path, header: list[str], rows: list[Row]) -> list[str]:
+    """The manifest's modality columns, checked: one or more, not both video and image,
+    and at least one row."""
+    columns = [c for c in MODALITY_COLUMNS if c in header]
+    if not columns:
+        raise DataError(
+            manifest, f"no modality column; add one or more of {', '.join(MODALITY_COLUMNS)}"
+        )
+    if "video" in columns and "image" in columns:
+        raise DataError(manifest, "has both video and image columns; a sample has one visual file")
+    if not rows:
+        raise DataError(manifest, "lists no samples")
+    return columns
+
+
+def sample_fields(
+    manifest: Path, row: dict[str, str], columns: list[str]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The :class:`Sample` fields of one row's modality cells -- inline text, or a path
+    resolved against the manifest's folder -- and the (column, cell) of paths that do not
+    exist. Empty cells are left out."""
+    fields: dict[str, Any] = {}
+    absent = []
+    for column in columns:
+        cell = row.get(column, "")
+        if not cell:
+            continue
+        if column == "text" and not cell.lower().endswith(".txt"):
+            fields["text"] = cell
+            continue
+        path = resolve(manifest, cell)
+        if path.is_file():
+            fields[SAMPLE_FIELD[column]] = path
+        else:
+            absent.append((column, cell))
+    return fields, absent
+
+
 def check_rows(manifest: Path, rows: list[Row], modalities: list[str]) -> None:
     """Every row fills the required and modality columns and names a known split."""
     for number, row in rows:
@@ -156,31 +195,14 @@ def load(options: DatasetOptions, name: str) -> LoadedDataset:
             manifest,
             f"missing column(s) {', '.join(absent)}; a manifest needs id, split, label and modality columns",
         )
-    modalities = [c for c in MODALITY_COLUMNS if c in header]
-    if not modalities:
-        raise DataError(
-            manifest, f"no modality column; add one or more of {', '.join(MODALITY_COLUMNS)}"
-        )
-    if "video" in modalities and "image" in modalities:
-        raise DataError(manifest, "has both video and image columns; a sample has one visual file")
-    if not rows:
-        raise DataError(manifest, "lists no samples")
+    modalities = modality_columns(manifest, header, rows)
     check_rows(manifest, rows, modalities)
     target, class_names, values = label_values(manifest, rows, options.target)
 
     samples, missing = [], []
     for (_, row), value in zip(rows, values, strict=True):
-        fields: dict[str, object] = {}
-        for column in modalities:
-            cell = row[column]
-            if column == "text" and not cell.lower().endswith(".txt"):
-                fields["text"] = cell
-                continue
-            path = resolve(manifest, cell)
-            if not path.is_file():
-                missing.append(cell)
-            else:
-                fields[SAMPLE_FIELD[column]] = path
+        fields, absent = sample_fields(manifest, row, modalities)
+        missing += [cell for _, cell in absent]
         samples.append(Sample(id=row["id"], split=row["split"], label=value, **fields))
     if missing:
         raise DataError(

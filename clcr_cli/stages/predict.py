@@ -52,7 +52,7 @@ from clcr_cli.cache import MANIFEST, PARAMS, StageDir, StageKey, atomic_path, pr
 from clcr_cli.config import PredictConfig, key_options
 from clcr_cli.datasets.base import Dataset, DatasetInfo, Sample
 from clcr_cli.datasets.fingerprint import fingerprint
-from clcr_cli.datasets.manifest import MODALITY_COLUMNS, SAMPLE_FIELD, read_rows, resolve
+from clcr_cli.datasets.manifest import modality_columns, read_rows, sample_fields
 from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.evaluate import check_missing, prediction_columns, train_manifest, train_store
@@ -154,13 +154,7 @@ def samples_from_manifest(manifest: Path) -> Dataset:
     header, rows = read_rows(manifest)
     if "id" not in header:
         raise DataError(manifest, "missing column id; a manifest for predict needs id and modality columns")
-    columns = [c for c in MODALITY_COLUMNS if c in header]
-    if not columns:
-        raise DataError(manifest, f"no modality column; add one or more of {', '.join(MODALITY_COLUMNS)}")
-    if "video" in columns and "image" in columns:
-        raise DataError(manifest, "has both video and image columns; a sample has one visual file")
-    if not rows:
-        raise DataError(manifest, "lists no samples")
+    columns = modality_columns(manifest, header, rows)
     samples, seen = [], set()
     for number, row in rows:
         sample_id = row.get("id", "")
@@ -169,18 +163,10 @@ def samples_from_manifest(manifest: Path) -> Dataset:
         if sample_id in seen:
             raise DataError(manifest, f"row {number}: id {sample_id} is used twice")
         seen.add(sample_id)
-        fields: dict[str, Any] = {}
-        for column in columns:
-            cell = row.get(column, "")
-            if not cell:
-                continue  # absent: refused later unless predicted without it (--missing)
-            if column == "text" and not cell.lower().endswith(".txt"):
-                fields["text"] = cell
-                continue
-            path = resolve(manifest, cell)
-            if not path.is_file():
-                raise DataError(manifest, f"row {number}: {column} file {cell} does not exist")
-            fields[SAMPLE_FIELD[column]] = path
+        fields, absent = sample_fields(manifest, row, columns)  # an empty cell: refused later unless --missing
+        if absent:
+            column, cell = absent[0]
+            raise DataError(manifest, f"row {number}: {column} file {cell} does not exist")
         samples.append(Sample(id=sample_id, split=SPLIT, label=math.nan, **fields))
     return Dataset(_info(samples), samples, manifest.parent, (manifest,))
 
