@@ -54,6 +54,7 @@ from clcr_cli.datasets.base import Dataset, DatasetInfo, Sample
 from clcr_cli.datasets.fingerprint import fingerprint
 from clcr_cli.datasets.manifest import modality_columns, read_rows, sample_fields
 from clcr_cli.errors import ConfigError, DataError
+from clcr_cli.features.video import IMAGE_SUFFIXES
 from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.evaluate import check_missing, prediction_columns, train_manifest, train_store
 from clcr_cli.stages.extract import (
@@ -74,7 +75,6 @@ SPLIT = "predict"  # the split of every sample of a prediction's store
 OUTPUT_NAMES = (PREDICTIONS_FILE, STORE_FILE, SKIPPED_FILE, PARAMS, MANIFEST, "parts")
 
 TEXT_SUFFIXES = (".txt",)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".flv", ".mkv", ".webm", ".mov")
 # a file's suffix -> the Sample field it fills
