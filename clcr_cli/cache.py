@@ -274,11 +274,7 @@ class StageDir:
 
     def _own_files(self) -> list[Path]:
         """The output's files: not the manifest, the locks or the files of nested outputs."""
-        return [
-            p for p in sorted(self.path.rglob("*"))
-            if p.is_file() and p.relative_to(self.path).parts[0] not in NESTED
-            and p.name != MANIFEST and not p.name.startswith(LOCK)
-        ]
+        return [p for p in _output_files(self.path) if p.name != MANIFEST and not p.name.startswith(LOCK)]
 
     def _clear(self) -> None:
         for child in self.path.iterdir():
@@ -409,15 +405,10 @@ def complete_outputs(workdir: Path, stage: str, dataset: str | None = None) -> l
     return [folder for _, folder in sorted(found)]
 
 
-def _own_entries(path: Path) -> list[Path]:
-    """The entries of an output folder that are its own (not the outputs nested in it)."""
-    return [p for p in path.iterdir() if p.name not in NESTED]
-
-
-def _folder_size(path: Path) -> int:
-    """Bytes of an output's own files (a train run's evaluations and predictions are rows of their own)."""
-    own = _own_entries(path)
-    return sum(p.stat().st_size for e in own for p in ([e] if e.is_file() else e.rglob("*")) if p.is_file())
+def _output_files(folder: Path) -> list[Path]:
+    """Every file of the output in ``folder``, sorted, but those of the outputs nested in
+    it (a train run's evaluations and predictions are outputs of their own)."""
+    return [p for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).parts[0] not in NESTED]
 
 
 def _key_info(folder: Path, check: Check) -> dict[str, Any]:
@@ -442,6 +433,7 @@ def list_outputs(workdir: Path, verify: bool = False) -> list[CachedOutput]:
     for folder in _folders(workdir):
         check = check_output(folder, full=verify)
         info = _key_info(folder, check)
+        files = _output_files(folder)
         params = info.get("params")
         rows.append(
             CachedOutput(
@@ -450,8 +442,8 @@ def list_outputs(workdir: Path, verify: bool = False) -> list[CachedOutput]:
                 key=str(info.get("key", "?")),
                 state=check.state,
                 problem=check.describe(),
-                size=_folder_size(folder),
-                modified=max((p.stat().st_mtime for p in _own_entries(folder)), default=folder.stat().st_mtime),
+                size=sum(p.stat().st_size for p in files),
+                modified=max((p.stat().st_mtime for p in files), default=folder.stat().st_mtime),
                 params=params if isinstance(params, dict) else {},
                 path=folder,
             )
