@@ -26,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import cv2
 import numpy as np
+
+from clcr_cli.features.video import Perturb
 
 LETTERS = np.array(list(string.ascii_lowercase))
 
@@ -98,7 +99,7 @@ class RawNoise:
             return y
         return noisy_audio(y, self.snr_db, sample_rng(self.seed, sample_id, "audio"))
 
-    def frames(self, sample_id: str) -> Callable[[np.ndarray, int], np.ndarray] | None:
+    def frames(self, sample_id: str) -> Perturb | None:
         """What to do to decoded frame ``index`` of the sample's video (None: nothing)."""
         if self.pixel_sigma == 0 and self.blur == 0:
             return None
