@@ -349,6 +349,14 @@ def build_store(
     return n, skipped
 
 
+def write_skipped(path: Path, skipped: list[tuple[str, str, str]]) -> None:
+    """``skipped.csv``: id, file, reason of every sample left out (written atomically)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "file", "reason"])
+        writer.writerows(skipped)
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` (0 <= i < n) -> (i, n)."""
     try:
@@ -456,10 +464,7 @@ def _extract_all(
     }
     n, failed = build_store(stage.path, dataset.samples, featurizer, cfg, attrs, console, after_part, merge_only)
     skipped = [(s.id, "", s.reason) for s in skipped_samples(dataset)] + failed
-    with atomic_path(stage.path / SKIPPED_FILE) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "file", "reason"])
-        writer.writerows(skipped)
+    write_skipped(stage.path / SKIPPED_FILE, skipped)
     return {"samples": n, "skipped": len(skipped), "seconds": round(time.monotonic() - started, 2)}
 
 

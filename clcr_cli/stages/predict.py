@@ -63,6 +63,7 @@ from clcr_cli.stages.extract import (
     Featurizer,
     build_store,
     extract_config_of,
+    write_skipped,
 )
 from clcr_cli.store import KIND_TIME_AXIS, FeatureStore, ModalityInfo
 from clcr_cli.training.data import SplitData, load_rows, standardise
@@ -244,8 +245,8 @@ def predict_run(
         stage.path = _own_folder(Path(out).expanduser(), stage.key.digest)
     device = resolve_device(device)
     try:
-        produce(stage, lambda: _predict(run, store_path, dataset, modalities, extract_cfg, cfg, device,
-                                        stage.path, console), force=force, console=console)
+        produce(stage, lambda: _predict(run, store_path, (target, class_names), dataset, modalities, extract_cfg,
+                                        cfg, device, stage.path, console), force=force, console=console)
     except DataError:
         # a refused input: the folder is keyed by these inputs, so it would only linger as
         # a partial output in `clcr status`; a run that completed is never touched
@@ -295,6 +296,7 @@ def _remove(path: Path) -> None:
 def _predict(
     run: Path,
     store_path: Path,
+    task: tuple[str, list[str]],
     dataset: Dataset,
     modalities: dict[str, ModalityInfo],
     extract_cfg: Any,
@@ -303,7 +305,8 @@ def _predict(
     out: Path,
     console: Console,
 ) -> dict[str, Any]:
-    """Extract the inputs into ``out/features.h5``, predict them, write predictions.csv."""
+    """Extract the inputs into ``out/features.h5``, predict them, write predictions.csv.
+    ``task``: the run's target and class names (from its store at ``store_path``)."""
     model, meta, stats = load_trained(run, device)
     sources = {m: info.source for m, info in modalities.items() if m not in cfg.missing}
     ecfg = dataclasses.replace(extract_cfg, on_error=cfg.on_error)
@@ -316,8 +319,7 @@ def _predict(
         "settings": {"predict": {"run": str(run), "store": str(store_path)}, **featurizer.settings()},
     }
     n, skipped = build_store(out, dataset.samples, featurizer, ecfg, attrs, console)
-    with open(out / SKIPPED_FILE, "w", newline="") as fh:
-        csv.writer(fh).writerows([("id", "file", "reason"), *skipped])
+    write_skipped(out / SKIPPED_FILE, skipped)
     for sid, file, reason in skipped:
         console.print(f"[yellow]skipped[/] {sid}: {file}: {reason}", highlight=False, soft_wrap=True)
     if n == 0:
@@ -338,8 +340,7 @@ def _predict(
     split = standardise(SplitData(data.ids, {m: inputs[m] for m in order}, {m: lengths[m] for m in order}, None),
                         stats, kinds)
     pred = predict(model, split, cfg.batch_size, device, present=present or None)
-    with FeatureStore(store_path) as trained:
-        target, class_names = trained.target, list(trained.class_names)
+    target, class_names = task
     header, rows = prediction_columns(pred, target, class_names)
     with atomic_path(out / PREDICTIONS_FILE) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
