@@ -28,6 +28,7 @@ becomes a folder name goes through :func:`is_folder_name` first.
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import hashlib
 import json
@@ -36,7 +37,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +101,14 @@ def atomic_write_text(path: Path, text: str) -> None:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a CSV table (``header``, then ``rows``) to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def _remove(path: Path) -> None:

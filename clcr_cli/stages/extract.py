@@ -20,7 +20,6 @@ Cache:    a complete output is reused; a killed run resumes after its last whole
 
 from __future__ import annotations
 
-import csv
 import importlib.metadata
 import time
 from collections.abc import Callable, Mapping
@@ -35,10 +34,10 @@ from clcr_cli.cache import (
     LOCK,
     StageDir,
     StageKey,
-    atomic_path,
     complete_outputs,
     produce,
     remove_stale_temps,
+    write_csv,
 )
 from clcr_cli.config import ExtractConfig, extract_config, key_options, options, resolve
 from clcr_cli.datasets import LOADERS, load_dataset, skipped_samples
@@ -61,6 +60,7 @@ from clcr_cli.store import (
 EXTRACT_VERSION = 2
 STORE_FILE = "features.h5"
 SKIPPED_FILE = "skipped.csv"
+SKIPPED_HEADER = ["id", "file", "reason"]  # one row per sample left out
 SOURCE_LAYOUT = {
     "text": ModalityLayout("levels", "text", "float32"),
     "audio": ModalityLayout("sequence", "audio", "float32"),
@@ -349,14 +349,6 @@ def build_store(
     return n, skipped
 
 
-def write_skipped(path: Path, skipped: list[tuple[str, str, str]]) -> None:
-    """``skipped.csv``: id, file, reason of every sample left out (written atomically)."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "file", "reason"])
-        writer.writerows(skipped)
-
-
 def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` (0 <= i < n) -> (i, n)."""
     try:
@@ -464,7 +456,7 @@ def _extract_all(
     }
     n, failed = build_store(stage.path, dataset.samples, featurizer, cfg, attrs, console, after_part, merge_only)
     skipped = [(s.id, "", s.reason) for s in skipped_samples(dataset)] + failed
-    write_skipped(stage.path / SKIPPED_FILE, skipped)
+    write_csv(stage.path / SKIPPED_FILE, SKIPPED_HEADER, skipped)
     return {"samples": n, "skipped": len(skipped), "seconds": round(time.monotonic() - started, 2)}
 
 

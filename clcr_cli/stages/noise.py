@@ -43,7 +43,6 @@ Outputs:  ``<workdir>/noise/<task>-<key>/``
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from clcr_cli.cache import StageDir, StageKey, produce
+from clcr_cli.cache import StageDir, StageKey, produce, write_csv
 from clcr_cli.config import (
     EvalConfig,
     ExtractConfig,
@@ -404,10 +403,3 @@ def sweep(
     title = f"{task}: {kind.title}" if len(panels) > 1 else None
     plot_noise_panels(panels, metric, out / f"{kind.plot}_{metric}.png", kind.xlabel, title)
     return {"evaluations": len(rows)}
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)

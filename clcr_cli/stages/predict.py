@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from clcr_cli.cache import MANIFEST, PARAMS, StageDir, StageKey, atomic_path, produce
+from clcr_cli.cache import MANIFEST, PARAMS, StageDir, StageKey, atomic_path, produce, write_csv
 from clcr_cli.config import PredictConfig, key_options
 from clcr_cli.datasets.base import Dataset, DatasetInfo, Sample
 from clcr_cli.datasets.fingerprint import fingerprint
@@ -59,11 +59,11 @@ from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.evaluate import check_missing, prediction_columns, train_manifest, train_store
 from clcr_cli.stages.extract import (
     SKIPPED_FILE,
+    SKIPPED_HEADER,
     STORE_FILE,
     Featurizer,
     build_store,
     extract_config_of,
-    write_skipped,
 )
 from clcr_cli.store import KIND_TIME_AXIS, FeatureStore, ModalityInfo
 from clcr_cli.training.data import SplitData, load_rows, standardise
@@ -319,7 +319,7 @@ def _predict(
         "settings": {"predict": {"run": str(run), "store": str(store_path)}, **featurizer.settings()},
     }
     n, skipped = build_store(out, dataset.samples, featurizer, ecfg, attrs, console)
-    write_skipped(out / SKIPPED_FILE, skipped)
+    write_csv(out / SKIPPED_FILE, SKIPPED_HEADER, skipped)
     for sid, file, reason in skipped:
         console.print(f"[yellow]skipped[/] {sid}: {file}: {reason}", highlight=False, soft_wrap=True)
     if n == 0:
