@@ -92,7 +92,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     finally:
-        _remove(tmp)
+        remove(tmp)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -111,7 +111,8 @@ def write_csv(path: Path, header: list[str], rows: Iterable[Sequence[Any]]) -> N
         writer.writerows(rows)
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Delete a file or a folder (and what it holds), if it exists."""
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -133,7 +134,7 @@ def remove_stale_temps(folder: Path) -> None:
     for temp in folder.glob(f".*{TEMP_MARK}*"):
         pid = temp.name.rsplit(TEMP_MARK, 1)[1].split("-")[0]
         if not (pid.isdigit() and _alive(int(pid))):
-            _remove(temp)
+            remove(temp)
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,7 @@ class StageDir:
     def _clear(self) -> None:
         for child in self.path.iterdir():
             if not child.name.startswith(LOCK):
-                _remove(child)
+                remove(child)
 
     def begin(self, force: bool = False) -> None:
         """Start (or resume) writing: with ``force`` everything but the lock is removed first;
@@ -307,7 +308,7 @@ class StageDir:
             self._clear()
             return
         for name in [*check.problems, *NESTED]:
-            _remove(self.path / name)
+            remove(self.path / name)
 
     def complete(self, summary: Mapping[str, Any] | None = None) -> None:
         """Mark the output complete: the manifest lists every file with its size and sha256

@@ -220,8 +220,8 @@ def train(
     The defaults shown are the paper's, which its six datasets use; other tasks (synth, a
     manifest) start from a short-budget recipe (AdamW lr 2e-3, warmup-cosine, 10 epochs,
     batch 32, d 64, 2 heads); the options you give win."""
+    from clcr_cli import pipeline
     from clcr_cli.distributed import launch, launched
-    from clcr_cli.stages.train import run_train
 
     if nproc > 1 and not launched():
         raise typer.Exit(launch(nproc, sys.argv[1:]))
@@ -229,7 +229,7 @@ def train(
         cfg = command_configs(config, given, parse_set(set_))
         for seed in _seeds(seeds, cfg["train"].seed):
             run = dataclasses.replace(cfg["train"], seed=seed)
-            typer.echo(str(run_train(run, cfg["extract"], workdir, force=force, device=device, console=console)))
+            typer.echo(str(pipeline.train(run, cfg["extract"], workdir, force=force, device=device, console=console)))
 
 
 @app.command("eval")
@@ -251,19 +251,16 @@ def evaluate(
     The train options name the run(s) evaluated, as they were given to `clcr train`."""
     import json
 
+    from clcr_cli import pipeline
     from clcr_cli.metrics import mean_std
-    from clcr_cli.stages.evaluate import check_options, run_eval
-    from clcr_cli.stages.train import run_train
 
     with user_errors(verbose):
         cfg = command_configs(config, given, parse_set(set_))
-        check = functools.partial(check_options, cfg["eval"])
         runs = [run] if run is not None else [
-            run_train(dataclasses.replace(cfg["train"], seed=s), cfg["extract"], workdir, device=device,
-                      console=console, check=check)
-            for s in _seeds(seeds, cfg["train"].seed)
+            dataclasses.replace(cfg["train"], seed=s) for s in _seeds(seeds, cfg["train"].seed)
         ]
-        results = [run_eval(r, cfg["eval"], force=force, device=device, console=console) for r in runs]
+        results = pipeline.evaluate(runs, cfg["extract"], cfg["eval"], workdir, force=force, device=device,
+                                    console=console)
         summary = mean_std([r["metrics"] for r in results])
         if json_out:
             typer.echo(json.dumps({"runs": results, "mean_std": summary}, indent=2))
@@ -309,11 +306,12 @@ def ablate(
     verbose: Verbose = False,
 ) -> None:
     """The paper's ablations (Table 3), each a swapped component, plus the budget sweep."""
-    from clcr_cli.stages.ablate import run_ablate
+    from clcr_cli import pipeline
 
     with user_errors(verbose):
         cfg = command_configs(config, given, parse_set(set_))
-        out = run_ablate(cfg["train"], cfg["extract"], cfg["ablate"], workdir, force=force, device=device, console=console)
+        out = pipeline.ablate(cfg["train"], cfg["extract"], cfg["ablate"], workdir, force=force, device=device,
+                              console=console)
         typer.echo(str(out))
 
 
@@ -330,11 +328,12 @@ def noise(
 ) -> None:
     """Robustness sweeps: Gaussian noise on features (default), noise on the raw media
     (--level raw) or missing modalities (--missing-rate); curves, robustness, a plot."""
-    from clcr_cli.stages.noise import run_noise
+    from clcr_cli import pipeline
 
     with user_errors(verbose):
         cfg = command_configs(config, given, parse_set(set_))
-        out = run_noise(cfg["train"], cfg["extract"], cfg["noise"], workdir, force=force, device=device, console=console)
+        out = pipeline.noise(cfg["train"], cfg["extract"], cfg["noise"], workdir, force=force, device=device,
+                             console=console)
         typer.echo(str(out))
 
 

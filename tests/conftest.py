@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clcr_cli.config import ExtractConfig, TrainConfig, extract_config, train_config
-from clcr_cli.stages.train import run_train
+from clcr_cli.pipeline import train as run_train
 
 SYNTH_EXTRACT = {"dataset": "synth", "n_samples": 160, "part_size": 40}
 SYNTH_QUICK = {"epochs": 12, "batch_size": 16, "lr": 3e-3, "optimizer": "adamw", "d": 32, "num_heads": 2}

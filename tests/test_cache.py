@@ -124,8 +124,8 @@ def test_list_outputs_reports_state_and_params(tmp_path: Path):
 
 
 def test_status_shows_only_options_that_differ_from_defaults():
+    from clcr_cli.config import key_options as train_params
     from clcr_cli.config import non_default_options, train_config
-    from clcr_cli.stages.train import train_params
 
     params = train_params(train_config({}, {"task": "cremad", "epochs": 5, "variant": "full-mix"}))
     assert non_default_options("train", params) == {"epochs": 5, "variant": "full-mix"}

@@ -70,7 +70,7 @@ def test_store_shapes_and_text_levels(extracted):
 
 def _synth_samples(store_path: Path):
     from clcr_cli.datasets import load_dataset
-    from clcr_cli.stages.extract import dataset_options
+    from clcr_cli.features.featurize import dataset_options
 
     workdir = store_path.parents[2]
     return load_dataset("synth", dataset_options(extract_config({}, SMALL), workdir)).samples
@@ -229,7 +229,7 @@ def test_cli_unknown_dataset_and_bad_option(tmp_path: Path):
     result = runner.invoke(app, ["train", "--task", "nosuch", "--workdir", str(tmp_path)])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert "no extracted features for 'nosuch'" in lines[0] and "--manifest FILE.csv" in lines[0]
+    assert "no extraction of 'nosuch'" in lines[0] and "--manifest FILE.csv" in lines[0]
 
 
 def test_cli_status_lists_outputs(extracted):

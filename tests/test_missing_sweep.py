@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from clcr_cli.cli import app
 from clcr_cli.config import EvalConfig, NoiseConfig, TrainConfig, key_options
+from clcr_cli.pipeline import noise as run_noise
+from clcr_cli.pipeline import train as run_train
 from clcr_cli.stages.evaluate import run_eval
-from clcr_cli.stages.noise import run_noise
-from clcr_cli.stages.train import run_train
 from clcr_cli.training.data import SplitData, batches
 from clcr_cli.training.presence import random_presence
 

@@ -15,9 +15,9 @@ from clcr_cli.cli import app
 from clcr_cli.config import EvalConfig, NoiseConfig
 from clcr_cli.errors import DataError
 from clcr_cli.features.perturb import RawNoise
+from clcr_cli.pipeline import noise as run_noise
+from clcr_cli.runs import extract_config_of, extraction_of
 from clcr_cli.stages.evaluate import run_eval
-from clcr_cli.stages.extract import extract_config_of, extraction_of
-from clcr_cli.stages.noise import run_noise
 from clcr_cli.stages.perturb import run_perturbed
 from clcr_cli.store import FeatureStore
 

@@ -29,10 +29,11 @@ from clcr_cli.config import (
     train_config,
 )
 from clcr_cli.model.batch import Batch
-from clcr_cli.stages.ablate import run_ablate
+from clcr_cli.pipeline import ablate as run_ablate
+from clcr_cli.pipeline import noise as run_noise
+from clcr_cli.pipeline import train as run_train
 from clcr_cli.stages.evaluate import run_eval
-from clcr_cli.stages.noise import gaussian_noise, noised_sets, run_noise
-from clcr_cli.stages.train import run_train
+from clcr_cli.stages.noise import gaussian_noise, noised_sets
 from clcr_cli.training.data import FeatureStats
 
 N_SAMPLES = 160

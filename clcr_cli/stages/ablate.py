@@ -1,6 +1,8 @@
 """Stage ``ablate``: the paper's Table 3, each variant a swapped component, same data and seeds.
 
-Inputs:   train outputs of every (variant | budget rate | baseline, seed), trained or reused.
+Inputs:   train outputs of every (variant | budget rate | baseline, seed) and their
+          evaluations, trained or reused by the callables the graph hands in
+          (``clcr_cli.pipeline.ablate``).
 Params:   :class:`~clcr_cli.config.AblateConfig` plus the base train options.
 Outputs:  ``<workdir>/ablate/<task>-<key>/``
             runs.csv       one row per run: label, seed, every metric, its train folder
@@ -13,40 +15,39 @@ Cache:    the table is reused when complete; each run inside is cached by train/
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from clcr_cli.cache import StageDir, StageKey, produce
+from clcr_cli.cache import StageDir, StageKey, atomic_write_text, produce, write_csv
 from clcr_cli.config import (
     AblateConfig,
     EvalConfig,
-    ExtractConfig,
     TrainConfig,
     check_model,
     key_options,
+    option_values,
 )
 from clcr_cli.errors import ConfigError
-from clcr_cli.metrics import (
-    METRIC_NAMES,
-    mean_std,
-    metric_label,
-    paired_difference,
-    primary_metric,
-)
+from clcr_cli.metrics import METRIC_NAMES, mean_std, metric_label, paired_difference, primary_metric
 from clcr_cli.model import BASELINES, VARIANTS
-from clcr_cli.stages.evaluate import check_options, run_eval
-from clcr_cli.stages.train import run_train, train_params
+from clcr_cli.runs import ABLATION_CSV, ABLATION_MD, RUNS_CSV, check_split
+from clcr_cli.store import FeatureStore
 
 ABLATE_VERSION = 2  # 2: paired differences with intervals
-RUNS_CSV = "runs.csv"
-ABLATION_CSV = "ablation.csv"
-ABLATION_MD = "ablation.md"
+# what the graph hands in: train(config, check) -> its output; evaluate(train output, options) -> metrics.json
+Train = Callable[[TrainConfig, Callable[[FeatureStore], None]], Path]
+Evaluate = Callable[[Path, EvalConfig], dict[str, Any]]
+
+
+def ablate_key(base: TrainConfig, cfg: AblateConfig, inputs: dict[str, str]) -> StageKey:
+    """The cache key: every base train option, the ablation's options and the runs it read
+    (``"<label>/<seed>"`` -> train folder name)."""
+    return StageKey("ablate", ABLATE_VERSION, base.task, {"base": option_values(base), "ablate": key_options(cfg)}, inputs)
 
 
 def planned_runs(base: TrainConfig, cfg: AblateConfig) -> list[tuple[str, TrainConfig]]:
@@ -106,28 +107,25 @@ def paired_with_full(
 
 def run_ablate(
     base: TrainConfig,
-    extract_cfg: ExtractConfig | None,
     cfg: AblateConfig,
     workdir: Path,
     *,
+    train: Train,
+    evaluate: Evaluate,
     force: bool = False,
-    device: str = "auto",
     console: Console | None = None,
 ) -> Path:
-    """Train and evaluate every planned run (reusing cached ones); write the tables."""
+    """Train and evaluate every planned run (``train`` and ``evaluate`` reuse cached ones);
+    write the tables."""
     console = console or Console(stderr=True)
     plans = planned_runs(base, cfg)
     results = []
     evaluation = EvalConfig(split=cfg.split)
     for i, (label, tcfg) in enumerate(plans, 1):
         console.rule(f"ablate {base.task} [{i}/{len(plans)}]: {label}, seed {tcfg.seed}")
-        train_dir = run_train(tcfg, extract_cfg, workdir, force=force, device=device, console=console,
-                              check=partial(check_options, evaluation))
-        metrics = run_eval(train_dir, evaluation, device=device, console=console)
-        results.append((label, tcfg.seed, train_dir, metrics))
-    params = {"base": train_params(base, keyed_only=False), "ablate": key_options(cfg)}
-    inputs = {f"{label}/{seed}": d.name for label, seed, d, _ in results}
-    stage = StageDir(workdir, StageKey("ablate", ABLATE_VERSION, base.task, params, inputs))
+        train_dir = train(tcfg, lambda store: check_split(cfg.split, store))
+        results.append((label, tcfg.seed, train_dir, evaluate(train_dir, evaluation)))
+    stage = StageDir(workdir, ablate_key(base, cfg, {f"{label}/{seed}": d.name for label, seed, d, _ in results}))
     produce(stage, lambda: write_tables(stage.path, results), force=force, console=console)
     console.print((stage.path / ABLATION_MD).read_text())
     return stage.path
@@ -139,11 +137,9 @@ def write_tables(out: Path, results: list[tuple[str, int, Path, dict[str, Any]]]
     target = results[0][3]["target"]
     names = list(METRIC_NAMES[target])
     primary, _ = primary_metric(target)
-    with open(out / RUNS_CSV, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["label", "seed", *names, "train"])
-        for label, seed, train_dir, m in results:
-            writer.writerow([label, seed, *(m["metrics"][n] for n in names), str(train_dir)])
+    write_csv(out / RUNS_CSV, ["label", "seed", *names, "train"],
+              ([label, seed, *(m["metrics"][n] for n in names), str(train_dir)]
+               for label, seed, train_dir, m in results))
     labels = list(dict.fromkeys(label for label, *_ in results))
     summary = {
         label: mean_std([m["metrics"] for lab, _, _, m in results if lab == label]) for label in labels
@@ -155,9 +151,6 @@ def write_tables(out: Path, results: list[tuple[str, int, Path, dict[str, Any]]]
             row[n + "_mean"], row[n + "_std"] = summary[label][n]
         row["delta"], row["delta_low"], row["delta_high"] = paired_with_full(results, label, primary)
         rows.append(row)
-    with open(out / ABLATION_CSV, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / ABLATION_MD).write_text(_markdown(rows, names, primary))
+    write_csv(out / ABLATION_CSV, list(rows[0]), (list(r.values()) for r in rows))
+    atomic_write_text(out / ABLATION_MD, _markdown(rows, names, primary))
     return {"runs": len(results)}

@@ -56,11 +56,11 @@ from rich.console import Console
 from clcr_cli.cache import StageDir, StageKey, produce, write_csv
 from clcr_cli.config import (
     EvalConfig,
-    ExtractConfig,
     NoiseConfig,
     TrainConfig,
     flag,
     key_options,
+    option_values,
     options,
 )
 from clcr_cli.errors import ConfigError, DataError
@@ -70,21 +70,29 @@ from clcr_cli.model import BASELINES
 from clcr_cli.model.batch import Batch
 from clcr_cli.plots import Curve, plot_noise_panels
 from clcr_cli.progress import progress_bar
+from clcr_cli.runs import (
+    CURVES_CSV,
+    ROBUSTNESS_CSV,
+    SUMMARY_CSV,
+    SWEEP_TITLES,
+    Extraction,
+    Loaded,
+    check_split,
+    extraction_of,
+    load_for_eval,
+)
 from clcr_cli.runtime import resolve_device
-from clcr_cli.stages.evaluate import Loaded, check_options, load_for_eval
-from clcr_cli.stages.extract import Extraction, extraction_of
-from clcr_cli.stages.perturb import run_perturbed
-from clcr_cli.stages.train import run_train, train_params
 from clcr_cli.store import KIND_TIME_AXIS, FeatureStore
 from clcr_cli.training.data import FeatureStats, SplitData, load_rows, standardise, step_mask
 from clcr_cli.training.presence import random_presence
 
 NOISE_VERSION = 1
-CURVES_CSV = "curves.csv"
-SUMMARY_CSV = "summary.csv"
-ROBUSTNESS_CSV = "robustness.csv"
 BATCH_SIZE = EvalConfig.batch_size  # eval's own, so that a clean point is eval's to the bit
 RAW_OPTIONS = ("snr_db", "pixel_sigma", "blur", "text_rate", "text_unit")
+# what the graph hands in: train(config, check) -> its output, and the perturb stage:
+# perturb(extraction, split, modality, noise) -> the store of that split's media, perturbed
+Train = Callable[[TrainConfig, Callable[[FeatureStore], None]], Path]
+Perturb = Callable[[Extraction, str, str, RawNoise], Path]
 
 
 def gaussian_noise(
@@ -154,7 +162,7 @@ class Point:
 class FeatureNoise:
     """``--level features``: :func:`gaussian_noise` at each of ``--sigmas``."""
 
-    title, xlabel, plot = "Gaussian noise on features", "noise level σ (training std)", "noise"
+    title, xlabel, plot = SWEEP_TITLES["features"], "noise level σ (training std)", "noise"
 
     def __init__(self, cfg: NoiseConfig) -> None:
         _levels("sigmas", cfg.sigmas, 2)
@@ -178,7 +186,7 @@ class FeatureNoise:
 class MissingModalities:
     """``--missing-rate``: the curve's modalities absent at random at each rate."""
 
-    title, xlabel, plot = "missing modalities", "missing rate", "missing"
+    title, xlabel, plot = SWEEP_TITLES["missing"], "missing rate", "missing"
 
     def __init__(self, cfg: NoiseConfig) -> None:
         _levels("missing_rates", cfg.missing_rates, 2)
@@ -206,13 +214,13 @@ class MissingModalities:
 class RawSignalNoise:
     """``--level raw``: the split extracted again from perturbed media at each step."""
 
-    title, xlabel, plot = "noise on the raw signal", "step (0: clean)", "noise_raw"
+    title, xlabel, plot = SWEEP_TITLES["raw"], "step (0: clean)", "noise_raw"
 
-    def __init__(self, cfg: NoiseConfig, workdir: Path, device: str, console: Console) -> None:
+    def __init__(self, cfg: NoiseConfig, workdir: Path, perturb: Perturb) -> None:
         _levels("snr_db", cfg.snr_db, 1, decreasing=True)
         _levels("pixel_sigma", cfg.pixel_sigma, 1)
         _levels("text_rate", cfg.text_rate, 1)
-        self.cfg, self.workdir, self.device, self.console = cfg, workdir, device, console
+        self.cfg, self.workdir, self.perturb = cfg, workdir, perturb
         self.sources: dict[str, str] = {}  # modality -> its source, from the store
         self.extractions: dict[Path, Extraction] = {}  # by store
         self.stores: dict[tuple[Path, str, int, int], Path] = {}  # (store, modality, step, seed)
@@ -275,8 +283,7 @@ class RawSignalNoise:
         key = (loaded.store, modality, k, seed)
         if key not in self.stores:
             noise = self.noise(self.sources[modality], k, seed)
-            self.stores[key] = run_perturbed(self.extraction(loaded.store), loaded.split_name, modality, noise,
-                                             self.workdir, device=self.device, console=self.console)
+            self.stores[key] = self.perturb(self.extraction(loaded.store), loaded.split_name, modality, noise)
         return self.stores[key]
 
     def metrics(self, loaded: Loaded, modalities: list[str], k: int, seed: int, device: str) -> dict[str, Any]:
@@ -297,7 +304,13 @@ class RawSignalNoise:
 Sweep = FeatureNoise | MissingModalities | RawSignalNoise
 
 
-def make_sweep(cfg: NoiseConfig, workdir: Path, device: str, console: Console) -> Sweep:
+def noise_key(base: TrainConfig, cfg: NoiseConfig, inputs: dict[str, str]) -> StageKey:
+    """The cache key: every base train option, the sweep's options and the runs it read
+    (model -> train folder name)."""
+    return StageKey("noise", NOISE_VERSION, base.task, {"base": option_values(base), "noise": key_options(cfg)}, inputs)
+
+
+def make_sweep(cfg: NoiseConfig, workdir: Path, perturb: Perturb) -> Sweep:
     """The sweep ``cfg`` asks for (``--missing-rate`` given: missing modalities; else
     ``--level``), its levels checked. An option of another kind of sweep, given with a
     value other than its default, is refused: it would do nothing."""
@@ -313,46 +326,39 @@ def make_sweep(cfg: NoiseConfig, workdir: Path, device: str, console: Console) -
     if kind == "missing":
         return MissingModalities(cfg)
     if kind == "raw":
-        return RawSignalNoise(cfg, workdir, device, console)
+        return RawSignalNoise(cfg, workdir, perturb)
     return FeatureNoise(cfg)
 
 
 def run_noise(
     base: TrainConfig,
-    extract_cfg: ExtractConfig | None,
     cfg: NoiseConfig,
     workdir: Path,
     *,
+    train: Train,
+    perturb: Perturb,
     force: bool = False,
     device: str = "auto",
     console: Console | None = None,
 ) -> Path:
-    """Train (or reuse) each compared model, then sweep the levels; return the output folder."""
+    """Train (or reuse) each compared model with ``train``, then sweep the levels; return
+    the output folder. ``perturb`` extracts perturbed media for ``--level raw``."""
     console = console or Console(stderr=True)
     unknown = [m for m in cfg.models if m != "clcr" and m not in BASELINES]
     if unknown or not cfg.models:
         raise ConfigError(f"--models {', '.join(unknown)}: the models are clcr, {', '.join(BASELINES)}")
     device = resolve_device(device)
-    kind = make_sweep(cfg, workdir, device, console)
+    kind = make_sweep(cfg, workdir, perturb)
 
     def check(store: FeatureStore) -> None:  # before anything is trained
         kind.check(store, kind.curves(list(store.modalities)))
-        check_options(EvalConfig(split=cfg.split), store)
+        check_split(cfg.split, store)
 
     train_dirs = {
-        name: run_train(
-            dataclasses.replace(base, model=dataclasses.replace(base.model, model=name, variant="full")),
-            extract_cfg,
-            workdir,
-            device=device,
-            console=console,
-            check=check,
-        )
+        name: train(dataclasses.replace(base, model=dataclasses.replace(base.model, model=name, variant="full")), check)
         for name in cfg.models
     }
-    params = {"base": train_params(base, keyed_only=False), "noise": key_options(cfg)}
-    inputs = {name: d.name for name, d in train_dirs.items()}
-    stage = StageDir(workdir, StageKey("noise", NOISE_VERSION, base.task, params, inputs))
+    stage = StageDir(workdir, noise_key(base, cfg, {name: d.name for name, d in train_dirs.items()}))
     produce(stage, lambda: sweep(train_dirs, cfg, kind, device, stage.path, base.task, console),
             force=force, console=console)
     return stage.path

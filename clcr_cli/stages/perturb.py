@@ -2,7 +2,7 @@
 
 ``clcr noise --level raw`` evaluates a model on media perturbed before extraction
 (``features/perturb.py``): the split's samples are found again from the store's recorded
-options (``extract.extraction_of``, which checks that they are the same data), their media
+options (``runs.extraction_of``, which checks that they are the same data), their media
 perturbed and put through the same extractors with exactly the store's extract options.
 
 Inputs:   a complete extraction (its store and dataset).
@@ -26,9 +26,10 @@ from rich.console import Console
 
 from clcr_cli.cache import StageDir, StageKey, produce
 from clcr_cli.errors import DataError
+from clcr_cli.features.featurize import Featurizer, build_store, store_attrs
 from clcr_cli.features.perturb import RawNoise
+from clcr_cli.runs import STORE_FILE, Extraction
 from clcr_cli.runtime import resolve_device
-from clcr_cli.stages.extract import STORE_FILE, Extraction, Featurizer, build_store
 from clcr_cli.store import FeatureStore
 
 PERTURB_VERSION = 1
@@ -61,14 +62,9 @@ def run_perturbed(
     def work() -> dict[str, int]:
         cfg = dataclasses.replace(source.cfg, on_error="fail")
         featurizer = Featurizer({modality: layout.source}, cfg, resolve_device(device), source.dataset.root, noise)
-        attrs = {
-            "dataset": cfg.dataset,
-            "target": source.dataset.info.target,
-            "class_names": list(source.dataset.info.class_names),
-            "extract_key": source.key,
-            "settings": {"perturb": params, **featurizer.settings()},
-        }
-        n, _ = build_store(stage.path, samples, featurizer, cfg, attrs, console)
+        attrs = store_attrs(featurizer, cfg.dataset, {"perturb": params}, target=source.dataset.info.target,
+                            class_names=source.dataset.info.class_names, extract_key=source.key)
+        n, _ = build_store(stage.path / STORE_FILE, samples, featurizer, cfg, attrs, console)
         return {"samples": n}
 
     produce(stage, work, console=console)

@@ -48,29 +48,30 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from clcr_cli.cache import MANIFEST, PARAMS, StageDir, StageKey, atomic_path, produce, write_csv
+from clcr_cli.cache import MANIFEST, PARAMS, StageDir, StageKey, produce, remove, write_csv
 from clcr_cli.config import PredictConfig, key_options
 from clcr_cli.datasets.base import Dataset, DatasetInfo, Sample
 from clcr_cli.datasets.fingerprint import fingerprint
 from clcr_cli.datasets.manifest import modality_columns, read_rows, sample_fields
 from clcr_cli.errors import ConfigError, DataError
+from clcr_cli.features.featurize import Featurizer, build_store, store_attrs
 from clcr_cli.features.video import IMAGE_SUFFIXES
-from clcr_cli.runtime import resolve_device
-from clcr_cli.stages.evaluate import check_missing, prediction_columns, train_manifest, train_store
-from clcr_cli.stages.extract import (
+from clcr_cli.runs import (
+    PREDICTIONS_FILE,
     SKIPPED_FILE,
     SKIPPED_HEADER,
     STORE_FILE,
-    Featurizer,
-    build_store,
+    check_missing,
     extract_config_of,
+    train_manifest,
+    train_store,
 )
+from clcr_cli.runtime import resolve_device
 from clcr_cli.store import KIND_TIME_AXIS, FeatureStore, ModalityInfo
 from clcr_cli.training.data import SplitData, load_rows, standardise
 from clcr_cli.training.inference import META_FILE, load_trained, predict
 
 PREDICT_VERSION = 1
-PREDICTIONS_FILE = "predictions.csv"
 SPLIT = "predict"  # the split of every sample of a prediction's store
 # what a prediction writes into its folder (the cache's params and manifest included)
 OUTPUT_NAMES = (PREDICTIONS_FILE, STORE_FILE, SKIPPED_FILE, PARAMS, MANIFEST, "parts")
@@ -271,7 +272,7 @@ def _own_folder(out: Path, digest: str) -> Path:
         if params.get("key") != digest:  # another prediction: this one replaces it
             for p in out.iterdir():
                 if p.name in OUTPUT_NAMES:
-                    _remove(p)
+                    remove(p)
     return out
 
 
@@ -283,14 +284,7 @@ def _discard(folder: Path, whole: bool) -> None:
         return
     for p in folder.iterdir():
         if p.name in OUTPUT_NAMES:
-            _remove(p)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+            remove(p)
 
 
 def _predict(
@@ -311,14 +305,9 @@ def _predict(
     sources = {m: info.source for m, info in modalities.items() if m not in cfg.missing}
     ecfg = dataclasses.replace(extract_cfg, on_error=cfg.on_error)
     featurizer = Featurizer(sources, ecfg, device, dataset.root)
-    attrs = {
-        "dataset": "predict",
-        "target": "classification",  # no labels: the run's target is in its own store
-        "class_names": [],
-        "extract_key": "",
-        "settings": {"predict": {"run": str(run), "store": str(store_path)}, **featurizer.settings()},
-    }
-    n, skipped = build_store(out, dataset.samples, featurizer, ecfg, attrs, console)
+    # no labels: the run's target and class names are in its own store
+    attrs = store_attrs(featurizer, "predict", {"predict": {"run": str(run), "store": str(store_path)}})
+    n, skipped = build_store(out / STORE_FILE, dataset.samples, featurizer, ecfg, attrs, console)
     write_csv(out / SKIPPED_FILE, SKIPPED_HEADER, skipped)
     for sid, file, reason in skipped:
         console.print(f"[yellow]skipped[/] {sid}: {file}: {reason}", highlight=False, soft_wrap=True)
@@ -341,15 +330,12 @@ def _predict(
                         stats, kinds)
     pred = predict(model, split, cfg.batch_size, device, present=present or None)
     target, class_names = task
-    header, rows = prediction_columns(pred, target, class_names)
-    with atomic_path(out / PREDICTIONS_FILE) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        if target == "classification":
-            writer.writerow(["id", "prediction", "class", *header[1:]])
-            writer.writerows([i, row[0], class_names[row[0]], *row[1:]] for i, row in zip(pred.ids, rows, strict=True))
-        else:
-            writer.writerow(["id", *header])
-            writer.writerows([i, *row] for i, row in zip(pred.ids, rows, strict=True))
+    header, rows = pred.columns(target, class_names)
+    if target == "classification":
+        write_csv(out / PREDICTIONS_FILE, ["id", "prediction", "class", *header[1:]],
+                  ([i, row[0], class_names[row[0]], *row[1:]] for i, row in zip(pred.ids, rows, strict=True)))
+    else:
+        write_csv(out / PREDICTIONS_FILE, ["id", *header], ([i, *row] for i, row in zip(pred.ids, rows, strict=True)))
     return {"samples": n, "skipped": len(skipped)}
 
 

@@ -25,13 +25,11 @@ from typing import TypeVar
 
 from rich.console import Console
 
-from clcr_cli.cache import PARAMS, atomic_write_text, complete_outputs, is_folder_name, list_outputs
+from clcr_cli.cache import atomic_write_text, complete_outputs, is_folder_name, list_outputs
 from clcr_cli.errors import DataError
 from clcr_cli.metrics import METRIC_NAMES, metric_label
 from clcr_cli.plots import plot_training_curves, plot_weights
-from clcr_cli.stages.ablate import ABLATION_CSV
-from clcr_cli.stages.evaluate import METRICS_FILE
-from clcr_cli.stages.noise import ROBUSTNESS_CSV, FeatureNoise, MissingModalities, RawSignalNoise
+from clcr_cli.runs import ABLATION_CSV, METRICS_FILE, ROBUSTNESS_CSV, sweep_title
 from clcr_cli.training.inference import META_FILE
 from clcr_cli.training.loop import DIAGNOSTICS, HISTORY
 
@@ -176,15 +174,6 @@ def _rounded(cell: str) -> str:
         return f"{float(cell):.4f}" if "." in cell else cell
     except ValueError:
         return cell
-
-
-def sweep_title(folder: Path) -> str:
-    """What the noise output ``folder`` swept (the title of its kind in ``stages/noise.py``),
-    read from its recorded options."""
-    noise = json.loads((folder / PARAMS).read_text())["params"]["noise"]
-    kind = (MissingModalities if noise.get("missing_rates")
-            else RawSignalNoise if noise.get("level") == "raw" else FeatureNoise)
-    return kind.title
 
 
 def noise_section(folder: Path, out: Path) -> Section:

@@ -44,6 +44,15 @@ class Predictions:
     def probabilities(self) -> np.ndarray:
         return torch.softmax(torch.from_numpy(self.output), dim=1).numpy()
 
+    def columns(self, target: str, class_names: list[str]) -> tuple[list[str], list[list[Any]]]:
+        """The columns ``prediction`` (class index or score) and, for classification,
+        ``prob_<class>`` (6 decimals): (header, one row per sample)."""
+        predicted = self.predicted(target)
+        if target != "classification":
+            return ["prediction"], [[float(v)] for v in predicted]
+        rows = [[int(v), *(f"{p:.6f}" for p in row)] for v, row in zip(predicted, self.probabilities(), strict=True)]
+        return ["prediction", *(f"prob_{c}" for c in class_names)], rows
+
 
 @torch.no_grad()
 def predict(
