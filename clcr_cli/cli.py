@@ -217,9 +217,9 @@ def train(
 ) -> None:
     """Fit CLCR (or a variant or baseline) on the cached features; resumable.
 
-    The defaults shown are the paper's, which its six datasets use; other tasks (synth, a
-    manifest) start from a short-budget recipe (AdamW lr 2e-3, warmup-cosine, 10 epochs,
-    batch 32, d 64, 2 heads); the options you give win."""
+    The defaults shown are the declared ones (the paper's recipe); each task starts from its
+    recipe file instead (clcr_cli/configs/<task>.toml; synth and manifests: the short-budget
+    default.toml): `clcr config --task X` prints what X uses. The options you give win."""
     from clcr_cli import pipeline
     from clcr_cli.distributed import launch, launched
 
@@ -382,6 +382,33 @@ def _predictions_table(result: Any) -> None:
             table.add_row(escape(r["id"]), f"{r['prediction']:.4f}")
     Console().print(table)
     console.print(f"predictions: {result.out / 'predictions.csv'}")
+
+
+@app.command("config")
+def show_config(
+    task: Annotated[str, typer.Option("--task", help="The task (dataset) whose options to print.")] = "synth",
+    set_: SetTrain = None,
+    config: ConfigFile = None,
+    verbose: Verbose = False,
+) -> None:
+    """Print the extract and train options TASK uses, as TOML: its recipe (clcr_cli/configs/)
+    over the declared defaults, under --config and --set. The output is a valid --config file."""
+    from clcr_cli.config import (
+        effective_toml,
+        extract_config,
+        load_toml,
+        recipe_layers,
+        train_config,
+    )
+
+    with user_errors(verbose):
+        toml, source = load_toml(config), str(config)
+        extract_cfg = extract_config(toml, {"dataset": task}, source)
+        train_cfg = train_config(toml, {"task": task}, source, parse_set(set_))
+        recipes = ", ".join(where.rsplit(":", 1)[0] for where, _ in recipe_layers(task, "train"))
+        header = f"clcr config --task {task}: the recipe {recipes}\nover the declared defaults"
+        header += f", under {config}" if config else ""
+        typer.echo(effective_toml({"extract": extract_cfg, "train": train_cfg}, header), nl=False)
 
 
 @app.command()

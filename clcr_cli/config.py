@@ -22,15 +22,19 @@ since no name is used twice within a stage.
 
 Precedence, highest first: a flag on the command line, ``--set KEY=VALUE``, the stage's
 section of ``--config FILE.toml`` (``[extract]``, ``[train]``, ``[eval]``, ``[ablate]``,
-``[noise]``), the dataset's or the task's defaults (:data:`DATASET_EXTRACT_DEFAULTS`,
-:func:`train_defaults`), the declared defaults. A value of the wrong type, out of range
-or for an unknown option is a :class:`ConfigError` of one line naming the option.
+``[noise]``), the task's recipe (``clcr_cli/configs/<task>.toml``, or ``default.toml`` for a
+task without one: :func:`recipe_layers`), the declared defaults. ``clcr config --task X``
+prints what results (:func:`effective_toml`). A value of the wrong type, out of range or
+for an unknown option is a :class:`ConfigError` of one line naming the option and where it
+was given (the flag, ``--set``, or the file and its section).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
+import json
 import math
 import tomllib
 import types
@@ -41,6 +45,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 from clcr_cli.errors import ConfigError
 from clcr_cli.model.batch import ModalitySpec
 from clcr_cli.model.config import ModelConfig
+from clcr_cli.model.errors import ModelConfigError
 
 T = TypeVar("T")
 # an option that is part of the key only when it differs from its default (module docstring)
@@ -54,10 +59,12 @@ def option(
     key: bool | Literal["unless-default"] = True,
     low: float | None = None,
     high: float | None = None,
+    above: float | None = None,
     flag: str | None = None,
 ) -> Any:
-    """A dataclass field that is an option (see the module's docstring)."""
-    metadata = {"help": help, "key": key, "low": low, "high": high, "flag": flag}
+    """A dataclass field that is an option (see the module's docstring); ``low`` and
+    ``high`` bound its values inclusively, ``above`` exclusively from below."""
+    metadata = {"help": help, "key": key, "low": low, "high": high, "above": above, "flag": flag}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -99,19 +106,6 @@ class ExtractConfig:
     on_error: Literal["fail", "skip"] = option("fail", "fail: stop at a bad sample; skip: record it in skipped.csv and go on.")
 
 
-# The built-in dataset is small by design: short clips, small frames, short transcripts.
-DATASET_EXTRACT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "synth": {"text_max_len": 32, "num_frames": 16, "frame_size": 32, "max_seconds": 2.0},
-    "synth-reg": {"text_max_len": 32, "num_frames": 16, "frame_size": 32, "max_seconds": 2.0},
-    "cremad": {"num_frames": 3, "max_seconds": 3.0},
-    "ks": {"num_frames": 3, "max_seconds": 10.0},
-    "ave": {"num_frames": 4, "max_seconds": 10.0},
-    "ucf101": {"num_frames": 8, "max_seconds": 10.0},
-    "mosi": {"text_max_len": 50},
-    "mosei": {"text_max_len": 50},
-}
-
-
 def _model_options() -> ModelConfig:
     return ModelConfig(modalities=())  # the data-derived fields are filled in by training
 
@@ -145,32 +139,6 @@ class TrainConfig:
     model: ModelConfig = section(_model_options, "The model's options: [train.model], --set model.KEY=VALUE.")
 
 
-# The paper's six datasets train with the paper's recipe (the TrainConfig defaults). Every
-# other task -- the built-in ``synth`` data and a user's manifest -- is small and is meant
-# to train in minutes on a CPU, where SGD at lr 1e-3 learns next to nothing: it gets this
-# short-budget recipe instead (AdamW, warmup then cosine, 10 epochs: on synth's 1200
-# samples, valid accuracy plateaus from epoch 7). Its model is 64 wide with 2 heads, so
-# each head reads 16 shared dimensions, as the paper's d = 128 with 4 heads does. Any
-# option given in a TOML file or on the command line wins.
-PAPER_TASKS = ("cremad", "ks", "ave", "ucf101", "mosi", "mosei")
-SHORT_BUDGET_RECIPE: dict[str, Any] = {
-    "optimizer": "adamw",
-    "lr": 2e-3,
-    "weight_decay": 1e-2,
-    "scheduler": "warmup-cosine",
-    "warmup_epochs": 2,
-    "epochs": 10,
-    "batch_size": 32,
-    "grad_clip": 1.0,
-    "model": {"d": 64, "num_heads": 2},
-}
-
-
-def train_defaults(task: str) -> dict[str, Any]:
-    """The recipe a task trains with unless told otherwise (see :data:`SHORT_BUDGET_RECIPE`)."""
-    return {} if task in PAPER_TASKS else dict(SHORT_BUDGET_RECIPE)
-
-
 @dataclasses.dataclass
 class EvalConfig:
     """Options of ``clcr eval``."""
@@ -187,7 +155,7 @@ class AblateConfig:
 
     variants: tuple[str, ...] = option((), "Variant to compare with full (repeatable; default: all).", flag="--variant")
     seeds: tuple[int, ...] = option((0,), "Training seeds, e.g. 1,2,3.", low=0)
-    budget_sweep: tuple[float, ...] = option((), "Participation rates r of the sparsity study, e.g. 0.2,0.4,0.68,0.8,1.0.", low=0, high=1)
+    budget_sweep: tuple[float, ...] = option((), "Participation rates r of the sparsity study, e.g. 0.2,0.4,0.68,0.8,1.0.", above=0, high=1)
     baselines: tuple[str, ...] = option((), "Add a baseline row (repeatable): late-fusion, early-fusion, misa.", flag="--baseline")
     split: Literal["train", "valid", "test"] = option("test", "The split evaluated.")
 
@@ -316,10 +284,12 @@ def coerce(value: Any, hint: Any) -> Any:
 
 def _checked(value: Any, hint: Any, f: dataclasses.Field) -> Any:
     value = coerce(value, hint)
-    low, high = f.metadata.get("low"), f.metadata.get("high")
+    low, high, above = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("above")
     for v in value if isinstance(value, tuple) else (value,):
         if isinstance(v, float) and not math.isfinite(v):
             raise ValueError(f"must be a finite number, got {v!r}")
+        if v is not None and above is not None and v <= above:
+            raise ValueError(f"must be more than {above}, got {v!r}")
         if v is not None and low is not None and v < low:
             raise ValueError(f"must be at least {low}, got {v!r}")
         if v is not None and high is not None and v > high:
@@ -361,16 +331,33 @@ def _read(cls: type, values: Mapping[str, Any], where: str, prefix: str = "") ->
     return out
 
 
-def resolve(cls: type[T], layers: Iterable[tuple[str, Mapping[str, Any]]]) -> T:
-    """``cls`` with its defaults overlaid by each (where, values) layer, lowest first."""
+def resolve_with_origins(cls: type[T], layers: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[T, dict[str, str]]:
+    """``cls`` with its defaults overlaid by each (where, values) layer, lowest first, and
+    where each given option's value came from (option path -> the layer's ``where``)."""
     merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for where, values in layers:
         for name, value in _read(cls, values, where).items():
             merged[name] = {**merged.get(name, {}), **value} if isinstance(value, dict) else value
+            origins.update({f"{name}.{k}": where for k in value} if isinstance(value, dict) else {name: where})
     own = {n: v for n, v in merged.items() if n not in sections(cls)}
     nested = {n: dataclasses.replace(f.default_factory(), **merged.get(n, {}))
               for n, f in options(cls).items() if f.metadata.get("section")}
-    return cls(**own, **nested)
+    return cls(**own, **nested), origins
+
+
+def resolve(cls: type[T], layers: Iterable[tuple[str, Mapping[str, Any]]]) -> T:
+    """``cls`` with its defaults overlaid by each (where, values) layer, lowest first."""
+    return resolve_with_origins(cls, layers)[0]
+
+
+def origin_label(cls: type, path: str, where: str) -> str:
+    """How an error names option ``path`` given in layer ``where``: its flag (a flag on the
+    command line), ``--set name``, or ``FILE: [section] name``."""
+    name = path.rsplit(".", 1)[-1]
+    if not where:
+        return next(flag(name, f) for p, f, _ in declared(cls) if p == path)
+    return f"{where} {name}" if where != "--set" else f"--set {name}"
 
 
 # --- the stages' configs ------------------------------------------------------------------
@@ -408,11 +395,53 @@ def parse_set(items: Iterable[str] | None) -> dict[str, Any]:
     return out
 
 
-def check_model(model: ModelConfig) -> None:
+def check_model(model: ModelConfig, origins: Mapping[str, str] | None = None) -> None:
     """The model library's own checks, before any data exists: two stand-in modalities
-    fill the data-derived field (a ModelConfigError is one line, like a ConfigError)."""
+    fill the data-derived field. A ModelConfigError becomes a ConfigError of one line that
+    names where the values it is about were given (``origins``: from :func:`resolve_with_origins`)."""
     stand_in = (ModalitySpec("a", "sequence", 1), ModalitySpec("b", "sequence", 1))
-    dataclasses.replace(model, modalities=stand_in).validate()
+    try:
+        dataclasses.replace(model, modalities=stand_in).validate()
+    except ModelConfigError as exc:
+        given = [origin_label(TrainConfig, f"model.{f}", origins[f"model.{f}"])
+                 for f in exc.fields if f"model.{f}" in (origins or {})]
+        message = str(exc)
+        if len(exc.fields) == 1 and message.startswith(f"{exc.fields[0]}: "):
+            message = message[len(exc.fields[0]) + 2:]
+        raise ConfigError(f"{', '.join(given)}: {message}" if given else str(exc)) from None
+
+
+def check_schedule(cfg: TrainConfig, origins: Mapping[str, str]) -> None:
+    """Warmup epochs the user gave must leave an epoch to decay in; a recipe's warmup is cut
+    to ``epochs - 1`` instead (so ``--epochs 2`` on a task whose recipe warms up for 2 works)."""
+    where = origins.get("warmup_epochs", "")
+    given = "warmup_epochs" in origins and not where.startswith("clcr_cli/configs/")
+    if cfg.scheduler == "warmup-cosine" and given and cfg.warmup_epochs >= cfg.epochs:
+        raise ConfigError(f"{origin_label(TrainConfig, 'warmup_epochs', where)} {cfg.warmup_epochs}: must be at "
+                          f"most epochs - 1 = {cfg.epochs - 1} (the rest of the run decays)")
+
+
+RECIPES = importlib.resources.files("clcr_cli") / "configs"  # one TOML file per task
+DEFAULT_RECIPE = "default"  # the recipe of a task without a file of its own
+
+
+def recipe_layers(task: str, stage: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """The ``[stage]`` sections of the recipe of ``task``, as config layers, lowest first:
+    ``configs/<task>.toml`` (``default.toml`` when there is none) after every recipe it
+    ``extends``. Each layer is named by its file, so an error says where a value came from."""
+    known = {p.name.removesuffix(".toml") for p in RECIPES.iterdir() if p.name.endswith(".toml")}
+    name, chain = task if task in known else DEFAULT_RECIPE, []
+    while name is not None:
+        if name not in known or name in [n for n, _ in chain]:
+            raise ConfigError(f"clcr_cli/configs/{chain[-1][0]}.toml: extends {name!r}, which is not a recipe "
+                              "(or extends itself)")
+        recipe = tomllib.loads((RECIPES / f"{name}.toml").read_text())
+        unknown = sorted(set(recipe) - {"extends", *SECTIONS})
+        if unknown:
+            raise ConfigError(f"clcr_cli/configs/{name}.toml: unknown section(s) {', '.join(unknown)}")
+        chain.append((name, recipe))
+        name = recipe.get("extends")
+    return [(f"clcr_cli/configs/{n}.toml: [{stage}]", recipe.get(stage, {})) for n, recipe in reversed(chain)]
 
 
 def stage_config(
@@ -423,16 +452,16 @@ def stage_config(
     sets: Mapping[str, Any] | None = None,
 ) -> Any:
     """The options of stage ``name`` from the file's ``[name]`` section, ``sets`` (``--set``)
-    and ``cli`` (flags), over the dataset's or task's defaults and the declared ones."""
+    and ``cli`` (flags), over the task's recipe (extract and train) and the declared ones."""
     cls = SECTIONS[name]
     layers = [(f"{source}: [{name}]", (toml or {}).get(name, {})), ("--set", sets or {}), ("", cli or {})]
-    if cls is ExtractConfig:
-        layers.insert(0, ("defaults", DATASET_EXTRACT_DEFAULTS.get(resolve(cls, layers).dataset, {})))
+    if cls in (ExtractConfig, TrainConfig):
+        cfg = resolve(cls, layers)
+        layers = recipe_layers(cfg.dataset if cls is ExtractConfig else cfg.task, name) + layers
+    cfg, origins = resolve_with_origins(cls, layers)
     if cls is TrainConfig:
-        layers.insert(0, ("defaults", train_defaults(resolve(cls, layers).task)))
-    cfg = resolve(cls, layers)
-    if cls is TrainConfig:
-        check_model(cfg.model)
+        check_model(cfg.model, origins)
+        check_schedule(cfg, origins)
     return cfg
 
 
@@ -518,3 +547,39 @@ def non_default_options(stage: str, params: Mapping[str, Any]) -> dict[str, Any]
     when given none, for its dataset or task (for ``clcr status``)."""
     flat, base = _flatten(params), _flatten(_defaults(stage, params))
     return {k: v for k, v in flat.items() if k not in base or base[k] != v}
+
+
+# --- the effective options as TOML (clcr config) ------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def _toml_section(cfg: Any, title: str) -> list[str]:
+    lines = [f"[{title}]"]
+    subsections = []
+    for name, f in options(type(cfg)).items():
+        value = getattr(cfg, name)
+        if f.metadata.get("section"):
+            subsections += ["", *_toml_section(value, f"{title}.{name}")]
+            continue
+        help_text = f.metadata["help"].replace("\n", " ")
+        line = f"# {name} = (unset)" if value is None else f"{name} = {_toml_value(value)}"
+        lines.append(f"{line:<40} # {help_text}")
+    return lines + subsections
+
+
+def effective_toml(configs: Mapping[str, Any], header: str = "") -> str:
+    """``configs`` (section -> a stage's options) as a TOML file that ``--config`` reads
+    back to the same options: every option with its value and help (unset ones commented)."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    for title, cfg in configs.items():
+        lines += ["", *_toml_section(cfg, title)]
+    return "\n".join(lines).lstrip("\n") + "\n"

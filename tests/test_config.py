@@ -13,14 +13,17 @@ from typer.testing import CliRunner
 
 from clcr_cli.cli import app
 from clcr_cli.config import (
+    RECIPES,
     SECTIONS,
-    SHORT_BUDGET_RECIPE,
     coerce,
     declared,
+    effective_toml,
+    extract_config,
     flag,
     load_toml,
     options,
     parse_set,
+    recipe_layers,
     train_config,
 )
 from clcr_cli.errors import ConfigError
@@ -98,8 +101,9 @@ def test_every_model_option_is_settable_from_toml_and_set_and_lands_in_the_model
 def test_model_options_by_flag_bare_name_and_the_recipe():
     cfg = train_config({"train": {"d": 16, "model": "misa"}}, {"task": "synth", "model.num_heads": "2"})
     assert (cfg.model.d, cfg.model.model, cfg.model.num_heads) == (16, "misa", 2)
-    # the short-budget recipe sets the model's width in the model section
-    assert SHORT_BUDGET_RECIPE["model"] == {"d": 64, "num_heads": 2}
+    # the short-budget recipe (configs/default.toml) sets the model's width in the model section
+    (_, default), (_, synth) = recipe_layers("synth", "train")
+    assert default["model"] == {"d": 64, "num_heads": 2} and synth == {}
     assert (train_config({}, {"task": "synth"}).model.d, train_config({}, {"task": "synth"}).model.num_heads) == (64, 2)
     assert train_config({}, {"task": "cremad"}).model.d == ModelConfig(()).d == 128
     assert train_config({}, {"task": "synth", "d": "32"}).model.d == 32  # a flag wins
@@ -168,10 +172,10 @@ def test_unknown_and_out_of_range_options_are_one_line(tmp_path: Path):
     config.write_text("[trian]\nepochs = 3\n")
     assert "unknown section(s) trian" in one_error_line(["ablate", "--config", str(config), *common])
     # the model's own checks run before any data is read
-    assert "participation must lie in (0, 1], got 1.5" in one_error_line(["train", "--budget", "1.5", *common])
-    assert "participation must lie" in one_error_line(["train", "--set", "model.participation=1.5", *common])
+    assert "--participation: must lie in (0, 1], got 1.5" in one_error_line(["train", "--participation", "1.5", *common])
+    assert "--set participation: must lie in (0, 1]" in one_error_line(["train", "--set", "model.participation=1.5", *common])
     config.write_text("[train.model]\ntcn_kernel = 4\n")
-    assert "tcn_kernel must be odd" in one_error_line(["eval", "--config", str(config), *common])
+    assert f"{config}: [train] tcn_kernel: must be odd, got 4" in one_error_line(["eval", "--config", str(config), *common])
     assert "--sigmas: must be at least 0" in one_error_line(["noise", "--sigmas", "-1,0", *common])
     assert "--seeds: expected an integer" in one_error_line(["train", "--seeds", "1,x", *common])
     assert not list(tmp_path.glob("*/*"))  # nothing was extracted or trained
@@ -183,3 +187,57 @@ def test_parse_set_reads_toml_literals_or_strings():
     }
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_set(["lr"])
+
+
+def test_every_recipe_is_headed_by_its_command_and_resolves():
+    names = sorted(p.name.removesuffix(".toml") for p in RECIPES.iterdir() if p.name.endswith(".toml"))
+    assert {"default", "synth", "synth-reg", "cremad", "ks", "ave", "ucf101", "mosi", "mosei"} <= set(names)
+    for name in names:
+        first = (RECIPES / f"{name}.toml").read_text().splitlines()[0]
+        assert first.startswith("# Recipe of") and "clcr " in first, (name, first)
+        task = "fsdd-digits" if name == "default" else name
+        extract_config({}, {"dataset": task})
+        train_config({}, {"task": task})
+    # a task without a recipe of its own gets default.toml; synth-reg extends synth extends default
+    assert [w.split(":")[0] for w, _ in recipe_layers("mine", "train")] == ["clcr_cli/configs/default.toml"]
+    assert [w.split(":")[0] for w, _ in recipe_layers("synth-reg", "extract")] == [
+        "clcr_cli/configs/default.toml", "clcr_cli/configs/synth.toml", "clcr_cli/configs/synth-reg.toml"]
+    assert extract_config({}, {"dataset": "synth-reg"}).frame_size == 32
+    assert train_config({}, {"task": "cremad"}).optimizer == "sgd" and train_config({}, {"task": "mine"}).epochs == 10
+
+
+def test_clcr_config_prints_the_options_a_task_uses_as_a_config_that_reads_back(tmp_path: Path):
+    result = CliRunner().invoke(app, ["config", "--task", "synth", "--set", "epochs=3"])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "synth.toml"
+    path.write_text(result.output)
+    toml = load_toml(path)
+    assert toml["train"]["epochs"] == 3 and toml["train"]["optimizer"] == "adamw" and toml["extract"]["frame_size"] == 32
+    assert train_config(toml, {}) == train_config({}, {"task": "synth", "epochs": 3})
+    assert extract_config(toml, {}) == extract_config({}, {"dataset": "synth"})
+    assert "# root = (unset)" in result.output  # an unset option is shown, commented out
+    text = effective_toml({"train": train_config({}, {"task": "cremad"})})
+    assert "epochs = 100" in text and "[train.model]" in text and "d = 128" in text
+
+
+def test_an_error_names_where_its_value_was_given(tmp_path: Path):
+    common = ["--task", "synth", "--workdir", str(tmp_path)]
+    assert one_error_line(["train", "--d", "100000", *common]) == "error: --d: must be from 2 to 2048, got 100000"
+    assert one_error_line(["train", "--set", "d=100000", *common]).startswith("error: --set d: must be from 2")
+    config = tmp_path / "c.toml"
+    config.write_text("[train]\nd = 100000\n")
+    assert one_error_line(["train", "--config", str(config), *common]).startswith(f"error: {config}: [train] d: must be")
+    # a check across options names each option given, and where: the flag, and the recipe's d
+    line = one_error_line(["train", "--num-heads", "3", *common])
+    assert line.startswith("error: --num-heads, clcr_cli/configs/default.toml: [train] d: num_heads=3 must divide")
+    assert one_error_line(["train", "--budget", "0.5", *common]).startswith("error: No such option: --budget")
+
+
+def test_impossible_schedules_and_rates_are_refused_when_parsed(tmp_path: Path):
+    common = ["--task", "synth", "--workdir", str(tmp_path)]
+    line = one_error_line(["train", "--warmup-epochs", "5", "--epochs", "2", *common])
+    assert line == "error: --warmup-epochs 5: must be at most epochs - 1 = 1 (the rest of the run decays)"
+    # the recipe's 2 warmup epochs are cut to epochs - 1 instead: --epochs 2 on synth trains
+    assert train_config({}, {"task": "synth", "epochs": 2}).warmup_epochs == 2
+    assert one_error_line(["ablate", "--budget-sweep", "0.5,0", *common]) == (
+        "error: --budget-sweep: must be more than 0, got 0.0")

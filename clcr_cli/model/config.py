@@ -33,8 +33,8 @@ class ModelConfig:
     d: int = field(default=128, metadata={"help": "Width of every level."})
     num_levels: int = field(default=3, metadata={"help": "Semantic levels L (paper: 3)."})
     num_heads: int = field(default=4, metadata={"help": "Attention heads (divide d and shared_dim)."})
-    participation: float = field(default=0.68, metadata={"help": "Initial budget participation rate r (paper: ~0.68).", "flag": "--budget"})
-    learn_budget: bool = field(default=True, metadata={"help": "Learn the participation rate (off: it stays at --budget)."})
+    participation: float = field(default=0.68, metadata={"help": "Initial budget participation rate r (paper: ~0.68)."})
+    learn_budget: bool = field(default=True, metadata={"help": "Learn the participation rate (off: it stays at --participation)."})
     budget_scale: float = field(default=4.0, metadata={"help": "Initial scale gamma_m of the budget's token scores."})
     shared_dim: int | None = field(default=None, metadata={"help": "Width k_sh of the shared basis (default: d // 2)."})
     private_dim: int | None = field(default=None, metadata={"help": "Width k_pr of each private basis (default: d // 2); k_sh + k_pr <= d."})
@@ -96,18 +96,18 @@ class ModelConfig:
             if getattr(self, name) is not None:
                 _bounded(name, getattr(self, name), 1, self.d)
         if not isinstance(self.frame_channels, tuple | list) or len(self.frame_channels) != 3:
-            raise ModelConfigError(f"frame_channels: expected 3 channel counts, got {self.frame_channels!r}")
+            raise ModelConfigError(f"frame_channels: expected 3 channel counts, got {self.frame_channels!r}", ("frame_channels",))
         for channels in self.frame_channels:
             _bounded("frame_channels", channels, 1, MAX_FRAME_CHANNELS)
         for name in ("lambda_intra", "lambda_inter", "budget_scale", "participation", "dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ModelConfigError(f"{name}: expected a finite number, got {value!r}")
+                raise ModelConfigError(f"{name}: expected a finite number, got {value!r}", (name,))
         for name in ("lambda_intra", "lambda_inter"):
             if getattr(self, name) < 0:
-                raise ModelConfigError(f"{name}: must be at least 0, got {getattr(self, name)}")
+                raise ModelConfigError(f"{name}: must be at least 0, got {getattr(self, name)}", (name,))
         if not isinstance(self.learn_budget, bool):
-            raise ModelConfigError(f"learn_budget: expected true or false, got {self.learn_budget!r}")
+            raise ModelConfigError(f"learn_budget: expected true or false, got {self.learn_budget!r}", ("learn_budget",))
         names = self.modality_names
         if len(names) < 2:
             raise ModelConfigError(f"a multimodal model needs two or more modalities, got {names}")
@@ -121,28 +121,30 @@ class ModelConfig:
             raise ModelConfigError(f"classification needs num_classes >= 2, got {self.num_classes}")
         if self.regression_loss not in ("l1", "mse"):
             raise ModelConfigError(
-                f"regression_loss must be 'l1' or 'mse', got {self.regression_loss!r}"
+                f"regression_loss: must be 'l1' or 'mse', got {self.regression_loss!r}", ("regression_loss",)
             )
         if self.whitening not in ("standardise", "full"):
-            raise ModelConfigError(f"whitening must be 'standardise' or 'full', got {self.whitening!r}")
+            raise ModelConfigError(f"whitening: must be 'standardise' or 'full', got {self.whitening!r}", ("whitening",))
         if self.budget_scale <= 0:
-            raise ModelConfigError(f"budget_scale must be > 0, got {self.budget_scale}")
+            raise ModelConfigError(f"budget_scale: must be > 0, got {self.budget_scale}", ("budget_scale",))
         if not 0 < self.participation <= 1:
-            raise ModelConfigError(f"participation must lie in (0, 1], got {self.participation}")
+            raise ModelConfigError(f"participation: must lie in (0, 1], got {self.participation}", ("participation",))
         ks, kp = self.shared_width, self.private_width
         if ks < 1 or kp < 1 or ks + kp > self.d:
             raise ModelConfigError(
-                f"need shared_dim, private_dim >= 1 and their sum <= d={self.d}, got {ks} + {kp}"
+                f"need shared_dim, private_dim >= 1 and their sum <= d={self.d}, got {ks} + {kp}",
+                ("shared_dim", "private_dim", "d"),
             )
         for width in (self.d, ks):
             if width % self.num_heads:
                 raise ModelConfigError(
-                    f"num_heads={self.num_heads} must divide d={self.d} and shared_dim={ks}"
+                    f"num_heads={self.num_heads} must divide d={self.d} and shared_dim={ks}",
+                    ("num_heads", "d", "shared_dim"),
                 )
         if self.tcn_kernel % 2 == 0:
-            raise ModelConfigError(f"tcn_kernel must be odd, got {self.tcn_kernel}")
+            raise ModelConfigError(f"tcn_kernel: must be odd, got {self.tcn_kernel}", ("tcn_kernel",))
         if not 0 <= self.dropout < 1:
-            raise ModelConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+            raise ModelConfigError(f"dropout: must lie in [0, 1), got {self.dropout}", ("dropout",))
         for spec in self.modalities:
             self._validate_spec(spec)
         values = sum(
@@ -153,7 +155,8 @@ class ModelConfig:
             raise ModelConfigError(
                 f"d={self.d}, num_levels={self.num_levels} and max_len={self.max_len} make the "
                 f"encoders' projections and positional tables {values:,} values, more than the "
-                f"{MAX_ENCODER_VALUES:,} allowed"
+                f"{MAX_ENCODER_VALUES:,} allowed",
+                ("d", "num_levels", "max_len"),
             )
 
     def _encoder_input(self, spec: ModalitySpec) -> int:
@@ -171,12 +174,14 @@ class ModelConfig:
         if spec.kind == "levels" and spec.num_levels_in < self.num_levels:
             raise ModelConfigError(
                 f"{where} holds {spec.num_levels_in} stored hidden-state level(s) but the model "
-                f"needs num_levels={self.num_levels}: extract more text layers or lower num_levels"
+                f"needs num_levels={self.num_levels}: extract more text layers or lower num_levels",
+                ("num_levels",),
             )
         if spec.max_steps > self.max_len:
             raise ModelConfigError(
                 f"{where} has up to {spec.max_steps} steps but max_len is {self.max_len}: raise "
-                "max_len or shorten the inputs"
+                "max_len or shorten the inputs",
+                ("max_len",),
             )
 
 
@@ -200,6 +205,6 @@ MAX_ENCODER_VALUES = 1 << 28  # 1 GiB of float32 weights in the encoders' larges
 def _bounded(name: str, value: Any, low: int, high: int) -> None:
     """``value`` must be an integer in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ModelConfigError(f"{name}: expected an integer, got {value!r}")
+        raise ModelConfigError(f"{name}: expected an integer, got {value!r}", (name,))
     if not low <= value <= high:
-        raise ModelConfigError(f"{name}: must be from {low} to {high}, got {value}")
+        raise ModelConfigError(f"{name}: must be from {low} to {high}, got {value}", (name,))

@@ -8,4 +8,10 @@ class ModelConfigError(ValueError):
 
     ``model/`` depends on torch alone: the CLI reports this error like its own
     ``ClcrError`` (one line, exit 2), without the model importing the CLI's errors.
+    ``fields`` names the ``ModelConfig`` fields the error is about, so that the caller can
+    say where their values came from (a flag, ``--set``, a file).
     """
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
