@@ -44,6 +44,9 @@ class Sample:
     # (start, end) in seconds: audio and video are cut to this window (AVE's events)
     window: tuple[float, float] | None = None
     arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+    # what keeps related samples in one split (a speaker, a session, a source video);
+    # None: the loader gives none (a manifest's optional ``group`` column)
+    group: str | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ The CSV has a header and one row per sample:
 
 - ``id``     unique sample id;
 - ``split``  ``train``, ``valid`` or ``test`` (without any ``valid`` row, valid is carved
-             from train: 10 % of the rows, seeded by ``options.seed``);
+             from train: 10 % of the rows -- of the groups, with a ``group`` column --,
+             seeded by ``options.seed``);
 - ``label``  a class name/number (classification) or a float (regression);
 - one or more modality columns:
     ``audio``  a .wav (or a container with an audio track)   -> modality "audio", source "audio"
@@ -15,6 +16,14 @@ The CSV has a header and one row per sample:
 A sample has one visual file (``Sample.video``), so ``video`` and ``image`` exclude
 each other. Relative paths are resolved against the manifest's folder (which is also
 ``Dataset.root``); other columns are ignored.
+
+An optional ``group`` column names what must not be split between train and valid (a
+speaker, a session, a source video; ``Sample.group``). With it, every row needs a group;
+without ``valid`` rows, valid is carved from train by group
+(:func:`~clcr_cli.datasets.layout.carve_valid`: whole groups, ~10 % of them, seeded by
+``options.seed``), and with ``valid`` rows a group found in both train and valid is
+refused, naming the row. The test split is taken as given (a protocol may test on the
+training speakers). Without a ``group`` column, rows are carved one by one, as before.
 
 A ``text`` cell ending in ``.txt`` names a file that is read at extract time
 (``Sample.text_file``): a file that is not UTF-8 or is blank fails that sample alone,
@@ -49,6 +58,7 @@ MODALITY_COLUMNS: dict[str, Source] = {
 # the Sample field that receives a modality column's file
 SAMPLE_FIELD = {"audio": "audio", "video": "video", "image": "video", "text": "text_file"}
 REQUIRED_COLUMNS = ("id", "split", "label")
+GROUP_COLUMN = "group"  # optional: samples that must stay in one of train and valid
 Row = tuple[int, dict[str, str]]  # (row number in the file, the header's first row being 1; cells)
 
 
@@ -169,16 +179,38 @@ def sample_fields(
     return fields, absent
 
 
-def check_rows(manifest: Path, rows: list[Row], modalities: list[str]) -> None:
-    """Every row fills the required and modality columns and names a known split."""
+def check_rows(
+    manifest: Path, rows: list[Row], modalities: list[str], others: tuple[str, ...] = ()
+) -> None:
+    """Every row fills the required, modality and ``others`` columns (the group) and names
+    a known split."""
     for number, row in rows:
-        empty = [c for c in (*REQUIRED_COLUMNS, *modalities) if not row.get(c)]
+        empty = [c for c in (*REQUIRED_COLUMNS, *modalities, *others) if not row.get(c)]
         if empty:
             raise DataError(manifest, f"row {number}: empty {', '.join(empty)}")
         if row["split"] not in SPLITS:
             raise DataError(
                 manifest, f"row {number}: split '{row['split']}' is not one of {', '.join(SPLITS)}"
             )
+
+
+def check_groups(manifest: Path, rows: list[Row]) -> None:
+    """No group in both train and valid: the first row that puts a group in the other of
+    the two splits is refused, naming the group and the row where it was first seen."""
+    first: dict[tuple[str, str], int] = {}  # (split, group) -> its first row
+    other = {"train": "valid", "valid": "train"}
+    for number, row in rows:
+        split, group = row["split"], row[GROUP_COLUMN]
+        if split not in other:
+            continue
+        seen = first.get((other[split], group))
+        if seen is not None:
+            raise DataError(
+                manifest,
+                f"row {number}: group '{group}' is in {split} but also in {other[split]} "
+                f"(row {seen}); a group must stay in one of train and valid",
+            )
+        first.setdefault((split, group), number)
 
 
 def load(options: DatasetOptions, name: str) -> LoadedDataset:
@@ -196,13 +228,18 @@ def load(options: DatasetOptions, name: str) -> LoadedDataset:
             f"missing column(s) {', '.join(absent)}; a manifest needs id, split, label and modality columns",
         )
     modalities = modality_columns(manifest, header, rows)
-    check_rows(manifest, rows, modalities)
+    grouped = GROUP_COLUMN in header
+    check_rows(manifest, rows, modalities, (GROUP_COLUMN,) if grouped else ())
+    if grouped:
+        check_groups(manifest, rows)
     target, class_names, values = label_values(manifest, rows, options.target)
 
     samples, missing = [], []
     for (_, row), value in zip(rows, values, strict=True):
         fields, absent = sample_fields(manifest, row, modalities)
         missing += [cell for _, cell in absent]
+        if grouped:
+            fields["group"] = row[GROUP_COLUMN]
         samples.append(Sample(id=row["id"], split=row["split"], label=value, **fields))
     if missing:
         raise DataError(
@@ -210,7 +247,8 @@ def load(options: DatasetOptions, name: str) -> LoadedDataset:
         )
 
     if not any(s.split == "valid" for s in samples):
-        samples = carve_valid(samples, lambda s: s.id, options.seed, manifest)
+        group_of = (lambda s: s.group) if grouped else (lambda s: s.id)
+        samples = carve_valid(samples, group_of, options.seed, manifest)
     info = DatasetInfo(
         name=name,
         target=target,

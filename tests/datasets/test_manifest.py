@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clcr_cli.datasets import load_dataset
@@ -175,3 +176,90 @@ def test_target_option_is_checked_and_a_named_class_may_look_missing(tmp_path):
     assert dataset.info.class_names == ("0", "1", "NA")
     with pytest.raises(ConfigError, match="--target is for --manifest datasets; 'cremad'"):
         load_dataset("cremad", DatasetOptions(root=tmp_path, target="regression"))
+
+
+def grouped_manifest(folder: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    """A manifest of (id, split, label, group) rows, each with an audio file of its own."""
+    media(folder, *(f"{i}.wav" for i, *_ in rows))
+    lines = "".join(f"{i},{split},{label},{i}.wav,{group}\n" for i, split, label, group in rows)
+    return write(folder / "m.csv", "id,split,label,audio,group\n" + lines)
+
+
+def speakers_manifest(folder: Path) -> Path:
+    """20 train speakers of 3 clips each, and a test speaker; no valid rows."""
+    rows = [(f"{g}-{k}", "train", str(k % 2), g) for g in (f"spk{n:02d}" for n in range(20)) for k in range(3)]
+    return grouped_manifest(folder, [*rows, ("t-0", "test", "0", "tst"), ("t-1", "test", "1", "tst")])
+
+
+def test_group_column_carves_valid_by_group_so_no_group_is_in_train_and_valid(tmp_path):
+    dataset = load_dataset("spk", DatasetOptions(manifest=speakers_manifest(tmp_path), seed=3))
+    splits_of: dict[str, set[str]] = {}
+    for s in dataset.samples:
+        splits_of.setdefault(s.group, set()).add(s.split)
+    assert all(len(splits) == 1 for splits in splits_of.values())  # a group is in one split
+    valid_groups = {g for g, splits in splits_of.items() if splits == {"valid"}}
+    assert len(valid_groups) == round(0.1 * 20)  # whole groups: 2 speakers, their 6 clips
+    assert sum(s.split == "valid" for s in dataset.samples) == 6
+    assert splits_of["tst"] == {"test"}
+    # the file's order and every sample are kept; only the carved groups change split
+    assert [s.id for s in dataset.samples][:3] == ["spk00-0", "spk00-1", "spk00-2"]
+    assert len(dataset.samples) == 62
+
+
+def test_group_column_with_valid_rows_keeps_the_given_splits(tmp_path):
+    manifest = grouped_manifest(
+        tmp_path,
+        [("a", "train", "0", "x"), ("b", "train", "1", "x"), ("c", "valid", "0", "y"),
+         ("d", "valid", "1", "y"), ("e", "test", "0", "x"), ("f", "test", "1", "z")],
+    )
+    dataset = load_dataset("g", DatasetOptions(manifest=manifest))
+    assert [(s.id, s.split, s.group) for s in dataset.samples] == [
+        ("a", "train", "x"), ("b", "train", "x"), ("c", "valid", "y"),
+        ("d", "valid", "y"), ("e", "test", "x"), ("f", "test", "z"),
+    ]  # the test split is the user's protocol: a train group may be tested on
+
+
+def test_group_in_train_and_valid_rows_is_refused_in_one_line(tmp_path):
+    manifest = grouped_manifest(
+        tmp_path,
+        [("a", "train", "0", "x"), ("b", "valid", "1", "y"), ("c", "train", "1", "z"),
+         ("d", "valid", "0", "x"), ("e", "test", "0", "w")],
+    )
+    with pytest.raises(DataError) as err:
+        load_dataset("g", DatasetOptions(manifest=manifest))
+    assert err.value.path == manifest and "\n" not in str(err.value)
+    assert (
+        "row 5: group 'x' is in valid but also in train (row 2); "
+        "a group must stay in one of train and valid" in str(err.value)
+    )
+
+
+def test_empty_group_cell_is_refused_naming_the_row(tmp_path):
+    manifest = grouped_manifest(
+        tmp_path, [("a", "train", "0", "x"), ("b", "train", "1", ""), ("c", "test", "0", "y")]
+    )
+    with pytest.raises(DataError, match=r"m.csv: row 3: empty group$"):
+        load_dataset("g", DatasetOptions(manifest=manifest))
+
+
+def test_group_carving_is_seeded_and_deterministic(tmp_path):
+    manifest = speakers_manifest(tmp_path)
+
+    def valid_groups(seed: int) -> set[str]:
+        dataset = load_dataset("spk", DatasetOptions(manifest=manifest, seed=seed))
+        return {s.group for s in dataset.samples if s.split == "valid"}
+
+    assert valid_groups(0) == valid_groups(0) and valid_groups(7) == valid_groups(7)
+    assert len({frozenset(valid_groups(seed)) for seed in range(6)}) > 1  # the seed chooses
+    # the same rule as layout.carve_valid: groups sorted by name, permuted by the seed
+    order = np.random.default_rng(5).permutation(20)
+    assert valid_groups(5) == {f"spk{n:02d}" for n in order[:2]}
+
+
+def test_without_group_column_samples_have_no_group(tmp_path):
+    media(tmp_path, "1.wav")
+    manifest = write(
+        tmp_path / "m.csv",
+        "id,split,label,audio,speaker\na,train,0,1.wav,x\nb,valid,1,1.wav,x\nc,test,1,1.wav,y\n",
+    )
+    assert [s.group for s in load_dataset("m", DatasetOptions(manifest=manifest)).samples] == [None] * 3
