@@ -59,7 +59,7 @@ def measure_overhead(model: nn.Module, batch: Batch, repeats: int = 3) -> dict[s
         model.zero_grad(set_to_none=True)
 
     def bases() -> None:
-        stiefel = getattr(getattr(model, "exchange", None), "bases", None)
+        stiefel = getattr(getattr(model, "intraced", None), "bases", None)
         if stiefel is not None:
             shared, private = stiefel()
             (shared.sum() + private.sum()).backward()
@@ -79,7 +79,7 @@ def measure_overhead(model: nn.Module, batch: Batch, repeats: int = 3) -> dict[s
             step_seconds = _seconds(step, repeats)
             with mock.patch.object(clcr, "stream_regularisers", recording):
                 model(batch)
-            has_bases = getattr(getattr(model, "exchange", None), "bases", None) is not None
+            has_bases = getattr(getattr(model, "intraced", None), "bases", None) is not None
             out = {
                 "step_seconds": step_seconds,
                 "orthogonal_share": _seconds(bases, repeats) / step_seconds if has_bases else 0.0,

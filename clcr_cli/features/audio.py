@@ -141,12 +141,6 @@ def load_audio(
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
-def audio_feature_dim(kind: str, n_mels: int = 64, n_mfcc: int = 20) -> int:
-    """F, the width of :func:`audio_features`' output for these settings."""
-    _check_kind(kind, n_mels, n_mfcc)
-    return {"logmel": n_mels, "mfcc": n_mfcc, "logmel+mfcc": n_mels + n_mfcc}[kind]
-
-
 def _check_kind(kind: str, n_mels: int, n_mfcc: int) -> None:
     if kind not in AUDIO_KINDS:
         raise ConfigError(

@@ -57,7 +57,7 @@ class CrossAttention(nn.Module):
 
 
 class CrossModalAttention(nn.Module):
-    """Multi-head attention of every token to the valid tokens of the *other* modalities at its
+    """Eq. (5)'s ``Attn(Q^(m), K^(-m), V^(-m))``: multi-head attention of every token to the valid tokens of the *other* modalities at its
     own level, for all L levels at once.
 
     Each level has its own query, key, value and output maps (``qkv`` stacks the first three

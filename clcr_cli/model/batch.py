@@ -15,9 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 Kind = Literal["levels", "sequence", "frames"]
+
+
+def step_mask(lengths: Tensor, steps: int) -> Tensor:
+    """(B, steps) bool: True on the first ``lengths[b]`` steps of each sample (the valid ones)."""
+    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,25 @@
 """CLCR: semantic-hierarchy encoders -> IntraCED at every level -> InterCAD -> head.
 
-``L_all = L_task + lambda_intra L_Intra + lambda_inter (L_pr + L_sp + L_mix)`` (losses.py).
+The paper's equations, numbered here in the order its method section states them (the
+texts we have do not number them), and where each is computed:
+
+====  ==============================================================  ==========================================
+Eq.   paper                                                           module: symbol
+====  ==============================================================  ==========================================
+(1)   ``H_l^(m) = LN(Z_l^(m) W_l^(m) + P_l^(m))``                     hierarchy: LevelProjections
+(2)   ``h_sh = h P_l^sh``, ``h_pr = h P_{l,m}^pr`` (Stiefel bases)     intraced: StiefelBases, IntraCED.forward
+(3)   ``e_{l,t} = ||h_{l,t,sh}||_2``, scores ``alpha~``                 intraced: TokenBudget.forward
+(4)   ``alpha_l^(m) = Proj_{Delta(B_l)}(alpha~_l^(m))``                simplex: capped_simplex_projection
+(5)   ``h~_sh = alpha Attn(Q^(m), K^(-m), V^(-m))``                     attention: CrossModalAttention; IntraCED
+(6)   summaries ``s_l, p_l``; ``w = softmax(MLP)``; ``s-bar, p-bar``     intercad: Summaries, InterCAD.forward
+(7)   modality selection ``beta`` (query ``g-bar``, keys ``s-bar``)      intercad: InterCAD.forward
+(8)   ``eta_m = sigma(w_p^T LN(W_p p-bar^(m)))``                         intercad: InterCAD.gate
+(9)   ``y-hat = f_theta(z_sh (+) u_pr)``                                intercad: concatenate_blocks; heads
+(10)  ``L_all = L_task + lambda_inter L_Inter + lambda_intra L_Intra``  losses: total_loss (L_Intra, L_pr, L_sp:
+                                                                      stream_regularisers; L_mix:
+                                                                      level_mix_penalty)
+====  ==============================================================  ==========================================
+
 The variant (variants.py) switches parts off for the paper's ablations:
 
 - ``no-hierarchy`` keeps the encoders as they are and uses only their deepest level, so the
@@ -23,22 +42,45 @@ the summaries and the regularisers of all levels and modalities are batched oper
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from clcr_cli.model.batch import Batch, ModelOutput
 from clcr_cli.model.config import ModelConfig
 from clcr_cli.model.heads import PredictionHead, assemble_output
 from clcr_cli.model.hierarchy import build_encoders, encode_batch
-from clcr_cli.model.intercad import InterCAD, MeanAggregation, Summaries, fused_width
+from clcr_cli.model.intercad import InterCAD, Summaries, UniformAggregation, fused_width
 from clcr_cli.model.intraced import DenseExchange, IntraCED
 from clcr_cli.model.losses import level_mix_penalty, stream_regularisers
 from clcr_cli.model.tokens import join_modalities
 from clcr_cli.model.variants import VARIANTS
 
+# parameter names of earlier versions (``exchange`` was IntraCED, ``aggregate`` InterCAD),
+# renamed on load so that their runs' weights still load: (old prefix, new prefix)
+LEGACY_NAMES = (
+    ("exchange.exchange.", "intraced.attention."),
+    ("exchange.", "intraced."),
+    ("aggregate.", "intercad."),
+    ("intraced.budget.rate_logit", "intraced.budget.participation_logit"),
+)
+
+
+def rename_legacy(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``state`` with the names of :data:`LEGACY_NAMES` (below ``prefix``) renamed."""
+    out = {}
+    for key, value in state.items():
+        for old, new in LEGACY_NAMES:
+            if key.startswith(prefix + old):
+                key = prefix + new + key[len(prefix + old):]
+        out[key] = value
+    return out
+
 
 class CLCR(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self._register_load_state_dict_pre_hook(self._rename_legacy)
         self.config = config
         self.variant = VARIANTS[config.variant]
         modalities = len(config.modality_names)
@@ -46,7 +88,7 @@ class CLCR(nn.Module):
         self.num_slots = config.num_levels if self.variant.hierarchy else 1
         if self.variant.controlled_exchange:
             shared_dim, private_dim = config.shared_width, config.private_width
-            self.exchange = IntraCED(
+            self.intraced = IntraCED(
                 config.d,
                 shared_dim,
                 private_dim,
@@ -60,15 +102,21 @@ class CLCR(nn.Module):
             )
         else:
             shared_dim, private_dim = config.d, 0
-            self.exchange = DenseExchange(config.d, config.num_heads, self.num_slots)
+            self.intraced = DenseExchange(config.d, config.num_heads, self.num_slots)
         self.shared_summary = Summaries(shared_dim)
         self.private_summary = Summaries(private_dim) if private_dim else None
         if self.variant.intercad:
-            self.aggregate = InterCAD(self.num_slots, shared_dim, private_dim, config.d)
+            self.intercad = InterCAD(self.num_slots, shared_dim, private_dim, config.d)
         else:
-            self.aggregate = MeanAggregation()
+            self.intercad = UniformAggregation()
         width = fused_width(self.num_slots, modalities, shared_dim, private_dim)
         self.head = PredictionHead(width, config)
+
+    @staticmethod
+    def _rename_legacy(state: dict[str, Any], prefix: str, *args: Any) -> None:
+        renamed = rename_legacy(state, prefix)
+        state.clear()
+        state.update(renamed)
 
     def forward(self, batch: Batch) -> ModelOutput:
         config, variant = self.config, self.variant
@@ -78,12 +126,12 @@ class CLCR(nn.Module):
         if variant.cross_level_mix:  # slot l of the i-th modality holds its level (l + i) mod L
             levels = {m: h.roll(-i, dims=1) for i, (m, h) in enumerate(levels.items())}
         tokens, layout = join_modalities(levels, masks, present)
-        streams = self.exchange(tokens, layout)
+        streams = self.intraced(tokens, layout)
         shared = self.shared_summary(streams.shared, layout)
         private = None
         if self.private_summary is not None:
             private = self.private_summary(streams.private, layout)
-        fused, level_weights, modality_weights = self.aggregate(shared, private, layout.present)
+        fused, level_weights, modality_weights = self.intercad(shared, private, layout.present)
         prediction = self.head(fused)
 
         weighted, extra = {}, {}
@@ -95,7 +143,7 @@ class CLCR(nn.Module):
             mix = level_mix_penalty(level_weights) if variant.intercad else pr.new_zeros(())
             weighted["inter"] = (config.lambda_inter, pr + sp + mix)
             extra = {"pr": pr, "sp": sp, "mix": mix}
-        budget = getattr(self.exchange, "budget", None)
+        budget = getattr(self.intraced, "budget", None)
         if budget is not None:
             for slot, rate in enumerate(budget.participation):
                 extra[f"participation_{slot}"] = rate

@@ -16,7 +16,7 @@ class ModelConfig:
 
     ``participation`` is the initial budget participation rate r: every level's budget starts
     at ``B_l = r * (number of valid tokens)`` and is learnable unless ``learn_budget`` is
-    False. ``budget_scale`` is the initial scale gamma_m of the budget's scores (intraced.py). ``shared_dim``/``private_dim`` (k_sh, k_pr) default to d // 2 each; k_sh + k_pr <= d.
+    False. ``budget_scale`` is the initial scale gamma_{l,m} of the budget's scores (intraced.py). ``shared_dim``/``private_dim`` (k_sh, k_pr) default to d // 2 each; k_sh + k_pr <= d.
     ``whitening`` picks the regularisers' whitening ("standardise" or "full", see losses.py);
     ``reg_max_tokens`` caps the tokens the token-level regularisers look at.
 
@@ -35,7 +35,7 @@ class ModelConfig:
     num_heads: int = field(default=4, metadata={"help": "Attention heads (divide d and shared_dim)."})
     participation: float = field(default=0.68, metadata={"help": "Initial budget participation rate r (paper: ~0.68)."})
     learn_budget: bool = field(default=True, metadata={"help": "Learn the participation rate (off: it stays at --participation)."})
-    budget_scale: float = field(default=4.0, metadata={"help": "Initial scale gamma_m of the budget's token scores."})
+    budget_scale: float = field(default=4.0, metadata={"help": "Initial scale gamma_{l,m} of the budget's token scores."})
     shared_dim: int | None = field(default=None, metadata={"help": "Width k_sh of the shared basis (default: d // 2)."})
     private_dim: int | None = field(default=None, metadata={"help": "Width k_pr of each private basis (default: d // 2); k_sh + k_pr <= d."})
     lambda_intra: float = field(default=0.1, metadata={"help": "Weight of L_intra."})

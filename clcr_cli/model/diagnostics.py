@@ -5,7 +5,7 @@ without gradients) and returns, as plain JSON-ready numbers:
 
 - per level l: the distribution of the budget weights ``alpha`` over valid tokens (mean, share
   below 0.05 and above 0.95; overall and per modality), the learned participation rate
-  ``rho_l`` and threshold ``theta_l``, and the scales ``gamma_m``;
+  ``rho_l`` and threshold ``theta_l``, and the scales ``gamma_{l,m}``;
 - InterCAD's mean level weights ``w`` and modality weights ``beta``.
 
 A budget that selects shows tokens near 0 and near 1; an inert one sits at ``alpha ~ r``.
@@ -60,7 +60,7 @@ def mechanism_diagnostics(model: nn.Module, batches: Iterable[Batch]) -> dict[st
                 valid = streams.alpha[:, level][modality_mask[:, i]].float().cpu()
                 alphas.setdefault((level, m), []).append(valid)
     result: dict[str, Any] = {"levels": []}
-    budget = getattr(getattr(model, "exchange", None), "budget", None)
+    budget = getattr(getattr(model, "intraced", None), "budget", None)
     levels = getattr(model, "num_slots", 0)
     for level in range(levels):
         entry: dict[str, Any] = {"level": level + 1}

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from clcr_cli.model.batch import Batch, ModelOutput
 from clcr_cli.model.config import ModelConfig
-from clcr_cli.model.losses import task_loss
+from clcr_cli.model.losses import task_loss, total_loss
 
 TERM_NAMES = ("task", "intra", "inter", "pr", "sp", "mix")
 
@@ -40,7 +40,8 @@ def assemble_output(
     level_weights: Tensor | None = None,
     modality_weights: Tensor | None = None,
 ) -> ModelOutput:
-    """``loss = L_task + sum_k lambda_k term_k``; every term reported detached (0 if absent).
+    """The model's output, with ``loss`` = :func:`~clcr_cli.model.losses.total_loss` (Eq. 10)
+    and every term reported detached (0 if absent).
 
     ``weighted_terms`` maps a term name to (lambda, value). Without a target the loss is None
     and "task" is reported as 0.
@@ -52,7 +53,7 @@ def assemble_output(
     loss = None
     if batch.target is not None:
         terms["task"] = task_loss(prediction, batch.target, config.task, config.regression_loss)
-        loss = terms["task"] + sum((w * value for w, value in weighted_terms.values()), zero)
+        loss = total_loss(terms["task"], weighted_terms)
     return ModelOutput(
         logits=prediction,
         loss=loss,

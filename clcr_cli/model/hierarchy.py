@@ -38,14 +38,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from clcr_cli.model.batch import Batch, ModalitySpec
+from clcr_cli.model.batch import Batch, ModalitySpec, step_mask
 from clcr_cli.model.config import ModelConfig
 from clcr_cli.model.errors import ModelConfigError
-
-
-def steps_mask(lengths: Tensor, steps: int) -> Tensor:
-    """(B, T) bool: True on the first ``lengths[b]`` steps of each sample."""
-    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def select_levels(stored: int, wanted: int) -> list[int]:
@@ -64,7 +59,8 @@ class FrameStem(nn.Module):
     """Per-frame strided CNN (stride 4, 2, 2) + global average pooling + linear to d.
 
     GroupNorm (per frame) rather than BatchNorm keeps each frame independent of the others in
-    the batch, so padded frames cannot shift statistics. Only valid frames are computed.
+    the batch, so padded frames cannot shift statistics (every frame is computed, padded ones
+    too; :meth:`forward` zeroes their outputs).
     """
 
     def __init__(self, in_channels: int, d: int, channels: tuple[int, int, int]) -> None:
@@ -223,7 +219,7 @@ class SemanticHierarchyEncoder(nn.Module):
         """Input and lengths -> (levels (B, L, T, d), step mask (B, T))."""
         kind = self.spec.kind
         steps = x.shape[2] if kind == "levels" else x.shape[1]
-        mask = steps_mask(lengths, steps)
+        mask = step_mask(lengths, steps)
         if kind == "levels":
             if x.dim() != 4:
                 raise ModelConfigError(

@@ -3,20 +3,20 @@
 Inputs are per-level, per-modality summaries (:class:`Summaries`): masked mean pooling + LN of the
 shared and private streams, ``s_l^(m)`` and ``p_l^(m)``. Paper equations and readings:
 
-*Level weights.* ``w = softmax(MLP(.))`` over the L levels, one weight vector per sample,
+*Level weights (Eq. 6).* ``w = softmax(MLP(.))`` over the L levels, one weight vector per sample,
 common to all modalities (the paper's ``s-bar^(m) = sum_l w_l s_l^(m)`` has no m on w). The
 MLP scores level l from ``c_l + a_l``: ``c_l`` the mean over present modalities of the shared
 summaries ``s_l^(m)`` (the shared subspace of a level is common to the modalities, so the
 mean is meaningful; private coordinates are not, see below) and ``a_l`` a learned level
 anchor (the abstract's "learned anchors" that synchronise semantic scales).
 
-*Shared path (modality selection).* ``s-bar^(m) = sum_l w_l s_l^(m)``, global context
+*Shared path, modality selection (Eqs. 6-7).* ``s-bar^(m) = sum_l w_l s_l^(m)``, global context
 ``g-bar`` = mean of ``s-bar^(m)`` over present modalities; ``beta = softmax_m( (W_q g-bar) .
 (W_k s-bar^(m)) / sqrt(k_sh) )`` over present modalities.
 
-*Private path.* ``p-bar^(m) = sum_l w_l p_l^(m)`` and ``eta_m = sigmoid(w_p^T LN(W_p p-bar^(m)))``.
+*Private path (Eqs. 6, 8).* ``p-bar^(m) = sum_l w_l p_l^(m)`` and ``eta_m = sigmoid(w_p^T LN(W_p p-bar^(m)))``.
 
-*What the head reads: aggregation that keeps evidence apart.* Each level has its own bases
+*What the head reads (Eq. 9): aggregation that keeps evidence apart.* Each level has its own bases
 ``U_l^sh`` and each modality its own ``U_{l,m}^pr``, so the coordinates of two levels (or of
 two modalities' private streams) are unrelated axes: summing them, as a literal reading of
 ``sum_l w_l s_l`` would, superimposes unrelated evidence in the same slots (on ``synth`` the
@@ -119,7 +119,7 @@ class InterCAD(nn.Module):
         return fused, level_weights, modality_weights
 
 
-class MeanAggregation(nn.Module):
+class UniformAggregation(nn.Module):
     """The ``no-intercad`` ablation: the same blocks with uniform level and modality weights
     and no gates, so the ablation removes InterCAD's learned weighting, not the layout."""
 

@@ -3,7 +3,7 @@
 Paper symbols and the readings chosen here (shapes: B samples, L levels, M modalities,
 T tokens on the joint axis of tokens.py, d model width, k_sh / k_pr the subspace widths):
 
-*Shared/private decomposition.* ``h_{l,t,sh} = h_{l,t} P_l^sh`` and ``h_{l,t,pr} = h_{l,t}
+*Shared/private decomposition (Eq. 2).* ``h_{l,t,sh} = h_{l,t} P_l^sh`` and ``h_{l,t,pr} = h_{l,t}
 P_{l,m}^pr`` with ``P = U U^T`` built from orthonormal bases ``U_l^sh`` (common to every
 modality) and ``U_{l,m}^pr``. We work in the bases' coordinates (``h U`` instead of
 ``h U U^T``): the two differ by the isometry ``U``, so norms and attention are unchanged
@@ -17,12 +17,12 @@ Every orthogonal matrix is ``base @ cayley(A)`` (:func:`cayley`): a fixed random
 (starting at 0), the trivialisation torch's ``parametrizations.orthogonal`` uses, here
 batched over levels and modalities: one linear solve per forward for all of them.
 
-*Token budget.* Shared evidence ``e_t = ||h_{t,sh}||_2``. Read literally, the scores
-``alpha~_t = sigmoid(gamma_m (e_t - theta_l))`` are inert: LayerNorm fixes ``||h||``, so ``e_t``
+*Token budget (Eqs. 3-4).* Shared evidence ``e_t = ||h_{t,sh}||_2``. Read literally, the scores
+``alpha~_t = sigmoid(gamma (e_t - theta_l))`` are inert: LayerNorm fixes ``||h||``, so ``e_t``
 varies by ~15 % across tokens, every score sits near one value, the projection (invariant to a
-common shift) turns them into a near-uniform ``alpha = r`` and ``gamma_m``, ``theta_l`` receive
+common shift) turns them into a near-uniform ``alpha = r`` and ``gamma``, ``theta_l`` receive
 ~1e-8 of gradient. The reading used here keeps the paper's pieces (evidence ``||h_sh||``, a
-learnable scale per modality, a learnable threshold per level, the capped-simplex projection
+learnable scale ``gamma_{l,m}`` per level and modality, a learnable threshold per level, the capped-simplex projection
 with budget ``B_l``) but compares each token's evidence with the other tokens of its own
 sample and modality: ``z_t = (e_t - mean(e)) / std(e)`` over those valid tokens, and
 
@@ -38,12 +38,12 @@ n_valid`` with ``rho_l = sigmoid(beta_l)`` the learnable participation rate of l
 initialised to the configured rate r; ``learn_budget=False`` freezes ``rho_l = r`` (the budget
 sweep), and the ``dense-budget`` ablation sets ``alpha = 1``.
 
-*Exchange.* ``h~_{t,sh}^(m) = alpha_t^(m) Attn(Q_t^(m), K^(-m), V^(-m))``: modality m's shared
+*Exchange (Eq. 5).* ``h~_{t,sh}^(m) = alpha_t^(m) Attn(Q_t^(m), K^(-m), V^(-m))``: modality m's shared
 tokens query the shared tokens of the other (present) modalities at the same level;
 queries, keys and values are linear maps of shared coordinates only (one set per level,
-common to all modalities since the shared subspace is common). All levels and modalities go
-through one attention call whose block mask keeps a token from reading its own modality
-(:class:`CrossModalAttention`). We read the result as a residual update of the shared stream,
+common to all modalities since the shared subspace is common). Levels and heads are batched
+into one attention call per query modality, whose keys are the other modalities' tokens
+(:class:`~clcr_cli.model.attention.CrossModalAttention`). We read the result as a residual update of the shared stream,
 ``s_t = h_{t,sh} + h~_{t,sh}``: "alpha controls how much external evidence each token absorbs".
 Private coordinates never enter this computation.
 """
@@ -66,7 +66,7 @@ class LevelStreams:
 
     shared: Tensor  # (B, L, T, k_sh): the exchanged shared stream
     private: Tensor | None  # (B, L, T, k_pr); None where there is no split
-    alpha: Tensor | None  # (B, L, T) budget weights; None without a budget
+    alpha: Tensor | None  # (B, L, T) budget weights (ones: dense-budget); None: no-intraced
     layout: TokenLayout
 
 
@@ -116,7 +116,7 @@ def pack_by_modality(x: Tensor, layout: TokenLayout) -> Tensor:
     )
 
 
-def standardise(evidence: Tensor, valid: Tensor) -> Tensor:
+def standardise_evidence(evidence: Tensor, valid: Tensor) -> Tensor:
     """``z_t``: evidence (..., T) standardised over each row's valid tokens."""
     keep = valid.to(evidence.dtype)
     count = keep.sum(-1, keepdim=True).clamp(min=1)
@@ -137,9 +137,9 @@ class TokenBudget(nn.Module):
         rate = min(max(participation, 1e-4), 1 - 1e-4)
         logit = torch.logit(torch.tensor(rate)).repeat(levels)
         if learn:
-            self.rate_logit = nn.Parameter(logit)  # beta_l
+            self.participation_logit = nn.Parameter(logit)  # beta_l
         else:
-            self.register_buffer("rate_logit", logit)
+            self.register_buffer("participation_logit", logit)
         quantile = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - rate))
         self.threshold = nn.Parameter(quantile.repeat(levels))  # theta_l
         raw_scale = torch.tensor(scale).expm1().log()  # softplus^-1
@@ -148,14 +148,14 @@ class TokenBudget(nn.Module):
     @property
     def participation(self) -> Tensor:
         """rho_l (L,): the share of each modality's valid tokens that level l lets exchange."""
-        return torch.sigmoid(self.rate_logit)
+        return torch.sigmoid(self.participation_logit)
 
     def forward(self, shared: Tensor, layout: TokenLayout) -> Tensor:
         """shared (B, L, T, k_sh) -> alpha (B, L, T); every (sample, level, modality) row of
         alpha sums to ``rho_l`` times that modality's valid tokens."""
         evidence = pack_by_modality(shared.norm(dim=-1), layout)  # e_t: (B, L, M, T_max)
         valid = pack_by_modality(layout.mask, layout)[:, None]  # (B, 1, M, T_max)
-        z = standardise(evidence, valid)
+        z = standardise_evidence(evidence, valid)
         gamma = nn.functional.softplus(self.scale)[..., None]  # (L, M, 1)
         scores = torch.sigmoid(gamma * (z - self.threshold[:, None, None]))
         budget = self.participation[:, None] * valid.sum(-1).to(scores.dtype)  # B_l: (B, L, M)
@@ -186,7 +186,7 @@ class IntraCED(nn.Module):
             if dense_budget
             else TokenBudget(levels, modalities, participation, learn_budget, budget_scale)
         )
-        self.exchange = CrossModalAttention(shared_dim, heads, levels)
+        self.attention = CrossModalAttention(shared_dim, heads, levels)
 
     def forward(self, h: Tensor, layout: TokenLayout) -> LevelStreams:
         """h (B, L, T, d) -> the exchanged shared stream, the private stream and alpha."""
@@ -201,7 +201,7 @@ class IntraCED(nn.Module):
         )
         keep = layout.mask[:, None, :].to(shared.dtype)  # (B, 1, T)
         alpha = keep.expand(-1, shared.shape[1], -1) if self.budget is None else self.budget(shared, layout)
-        update = self.exchange(shared, layout)
+        update = self.attention(shared, layout)
         exchanged = (shared + alpha[..., None] * update) * keep[..., None]
         return LevelStreams(shared=exchanged, private=private, alpha=alpha, layout=layout)
 
@@ -214,9 +214,9 @@ class DenseExchange(nn.Module):
 
     def __init__(self, d: int, heads: int, levels: int) -> None:
         super().__init__()
-        self.exchange = CrossModalAttention(d, heads, levels)
+        self.attention = CrossModalAttention(d, heads, levels)
 
     def forward(self, h: Tensor, layout: TokenLayout) -> LevelStreams:
-        update = self.exchange(h, layout)
+        update = self.attention(h, layout)
         exchanged = (h + update) * layout.mask[:, None, :, None].to(h.dtype)
         return LevelStreams(shared=exchanged, private=None, alpha=None, layout=layout)

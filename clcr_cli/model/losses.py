@@ -1,4 +1,5 @@
-"""Task loss and CLCR's regularisers: ``L_all = L_task + lambda_intra L_Intra + lambda_inter L_Inter``.
+"""Task loss and CLCR's regularisers: Eq. (10), ``L_all = L_task + lambda_intra L_Intra +
+lambda_inter L_Inter``, assembled by :func:`total_loss`.
 
 The paper names the regularisers but gives no formula; the readings chosen here:
 
@@ -58,6 +59,13 @@ def task_loss(prediction: Tensor, target: Tensor, task: str, regression_loss: st
     if regression_loss == "l1":
         return nn.functional.l1_loss(prediction, target)
     return nn.functional.mse_loss(prediction, target)
+
+
+def total_loss(task: Tensor, weighted: dict[str, tuple[float, Tensor]]) -> Tensor:
+    """Eq. (10): ``L_all = L_task + lambda_intra L_Intra + lambda_inter L_Inter``, for CLCR and
+    every baseline alike: ``weighted`` maps each regulariser's name to (lambda, value)
+    (CLCR: ``intra`` and ``inter = L_pr + L_sp + L_mix``; MISA: its three losses as ``intra``)."""
+    return task + sum((weight * value for weight, value in weighted.values()), task.new_zeros(()))
 
 
 def row_weights(weights: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:

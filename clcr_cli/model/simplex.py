@@ -1,6 +1,6 @@
 """Exact, batched, mask-aware Euclidean projection onto the capped simplex.
 
-IntraCED's token budget (paper: ``alpha = Proj_{Delta(B_l)}(alpha_tilde)``) projects the
+IntraCED's token budget (Eq. 4: ``alpha = Proj_{Delta(B_l)}(alpha_tilde)``) projects the
 activation scores of one modality's tokens onto the capped ("truncated") simplex
 
     Delta(B) = { a in R^T : 0 <= a_t <= 1,  sum_t a_t = B },   0 <= B <= T_valid.

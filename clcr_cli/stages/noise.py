@@ -67,7 +67,7 @@ from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.features.perturb import RawNoise
 from clcr_cli.metrics import METRIC_NAMES, primary_metric, relative_robustness
 from clcr_cli.model import BASELINES
-from clcr_cli.model.batch import Batch
+from clcr_cli.model.batch import Batch, step_mask
 from clcr_cli.plots import Curve, plot_noise_panels
 from clcr_cli.progress import progress_bar
 from clcr_cli.runs import (
@@ -83,7 +83,7 @@ from clcr_cli.runs import (
 )
 from clcr_cli.runtime import resolve_device
 from clcr_cli.store import KIND_TIME_AXIS, FeatureStore
-from clcr_cli.training.data import FeatureStats, SplitData, load_rows, standardise, step_mask
+from clcr_cli.training.data import FeatureStats, SplitData, load_rows, standardise
 from clcr_cli.training.presence import random_presence
 
 NOISE_VERSION = 1

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from clcr_cli.config import TrainConfig
 from clcr_cli.model import ModelConfig
-from clcr_cli.model.batch import Batch, ModalitySpec
+from clcr_cli.model.batch import Batch, ModalitySpec, step_mask
 from clcr_cli.store import KIND_TIME_AXIS, FeatureStore
 
 STATS_CHUNK = 64  # samples read per chunk when accumulating FeatureStats
@@ -45,11 +45,6 @@ MIB = 1024 * 1024
 Rows = tuple[dict[str, Tensor], dict[str, Tensor], Tensor | None]  # inputs, lengths, target
 # which samples have modality m: True or False for every sample, or (N,) bool, one per sample
 Presence = dict[str, bool | Tensor]
-
-
-def step_mask(lengths: Tensor, steps: int) -> Tensor:
-    """(N, steps) bool: True on valid steps."""
-    return torch.arange(steps)[None, :] < lengths[:, None]
 
 
 def _standardised(

@@ -46,6 +46,7 @@ from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.metrics import primary_metric
 from clcr_cli.model import ModelConfig, build_model, count_parameters
 from clcr_cli.model.batch import Batch, ModelOutput
+from clcr_cli.model.clcr import rename_legacy
 from clcr_cli.model.diagnostics import mechanism_diagnostics
 from clcr_cli.progress import progress_bar
 from clcr_cli.store import FeatureStore
@@ -293,6 +294,9 @@ def resume(
     if not path.exists():
         return 0, []
     ckpt = torch.load(path, map_location=device, weights_only=True)
+    for name in ("model", "best_state"):  # a checkpoint written before the renames of model/clcr.py
+        if isinstance(ckpt.get(name), dict):
+            ckpt[name] = rename_legacy(ckpt[name])
     epoch, history = ckpt["epoch"], json.loads(ckpt["history"])
     if not (isinstance(epoch, int) and 0 <= epoch <= epochs and isinstance(history, list)
             and len(history) == epoch and _same_tensors(ckpt["model"], model)

@@ -22,7 +22,7 @@ from clcr_cli.model.simplex import capped_simplex_projection
 
 def bases(model: CLCR, level: int, m: int) -> tuple[Tensor, Tensor]:
     """U_l^sh (d, k_sh) and U_{l,m}^pr (d, k_pr) of one level and modality."""
-    b = model.exchange.bases
+    b = model.intraced.bases
     rotation = b.rotation_base[level] @ cayley(b.rotation[level])
     private = (b.private_base[level, m] @ cayley(b.private_rotation[level, m]))[:, : b.private_dim]
     return rotation[:, : b.shared_dim], rotation[:, b.shared_dim :] @ private
@@ -30,7 +30,7 @@ def bases(model: CLCR, level: int, m: int) -> tuple[Tensor, Tensor]:
 
 def budget(model: CLCR, shared: Tensor, mask: Tensor, level: int, m: int) -> Tensor:
     """alpha (B, T_m) of one modality at one level."""
-    tb = model.exchange.budget
+    tb = model.intraced.budget
     keep = mask.float()
     count = keep.sum(1, keepdim=True).clamp(min=1)
     evidence = shared.norm(dim=-1)
@@ -43,7 +43,7 @@ def budget(model: CLCR, shared: Tensor, mask: Tensor, level: int, m: int) -> Ten
 
 def attention(model: CLCR, query: Tensor, keys: Tensor, key_mask: Tensor, level: int) -> Tensor:
     """Multi-head attention of one modality's shared tokens to the others' at one level."""
-    att = model.exchange.exchange
+    att = model.intraced.attention
     dim = query.shape[-1]
     w, bias = att.qkv[level], att.qkv_bias[level, 0]
     q = query @ w[:, :dim] + bias[:dim]
@@ -94,7 +94,7 @@ def reference_forward(model: CLCR, batch: Batch) -> dict[str, Tensor]:
         )
 
     present_bm = torch.stack([present[m] for m in names], 1)
-    fused, level_weights, _ = model.aggregate(
+    fused, level_weights, _ = model.intercad(
         summaries(exchanged, model.shared_summary.norm),
         summaries(private, model.private_summary.norm),
         present_bm,

@@ -126,10 +126,10 @@ def test_budget_respects_rate_masks_and_dense_setting() -> None:
 def test_budget_rate_is_learnable_or_frozen() -> None:
     learned = make_intraced()
     frozen = make_intraced(learn_budget=False)
-    assert learned.budget.rate_logit.requires_grad
-    assert not frozen.budget.rate_logit.requires_grad
+    assert learned.budget.participation_logit.requires_grad
+    assert not frozen.budget.participation_logit.requires_grad
     torch.testing.assert_close(frozen.budget.participation, torch.full((LEVELS,), 0.68))
     h, layout = joint_inputs()
     out = learned(h, layout)
     (out.shared * torch.randn_like(out.shared)).sum().backward()
-    assert torch.all(learned.budget.rate_logit.grad != 0)
+    assert torch.all(learned.budget.participation_logit.grad != 0)

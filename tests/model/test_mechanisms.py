@@ -24,8 +24,8 @@ def test_budget_threshold_and_scales_receive_gradient():
     model(tiny_batch(model.config, size=8)).loss.backward()
     typical = torch.cat([p.grad.abs().flatten() for p in model.parameters() if p.grad is not None])
     typical = typical.median()
-    budget = model.exchange.budget
-    theta, gamma, rate = (p.grad.abs() for p in (budget.threshold, budget.scale, budget.rate_logit))
+    budget = model.intraced.budget
+    theta, gamma, rate = (p.grad.abs() for p in (budget.threshold, budget.scale, budget.participation_logit))
     assert theta.sum() > 1e-2 * typical and gamma.sum() > 1e-2 * typical
     assert rate.sum() > 1e-2 * typical
 
@@ -72,7 +72,7 @@ def test_frozen_budget_keeps_its_rate_through_training():
         out.loss.backward()
         optimizer.step()
     out = model(tiny_batch(model.config, size=8, seed=99))
-    torch.testing.assert_close(model.exchange.budget.participation, torch.full((3,), 0.4))
+    torch.testing.assert_close(model.intraced.budget.participation, torch.full((3,), 0.4))
     streams = out.streams
     for span in streams.layout.slices:
         n_valid = streams.layout.mask[:, span].sum(1, keepdim=True).float().expand(-1, 3)
@@ -167,7 +167,7 @@ def test_missing_modality_has_no_private_block():
     }
     batch.present["video"] = torch.ones(4, dtype=torch.bool)
     cad_in = {}
-    model.aggregate.register_forward_hook(lambda mod, args, out: cad_in.update(fused=out[0]))
+    model.intercad.register_forward_hook(lambda mod, args, out: cad_in.update(fused=out[0]))
     model(batch)
     ks, kp = config.shared_width, config.private_width
     blocks = cad_in["fused"][:, 3 * ks :].view(4, 3, 3, kp)

@@ -13,6 +13,7 @@ from clcr_cli.model import (
     BASELINES,
     VARIANTS,
     Batch,
+    ModalitySpec,
     ModelConfig,
     build_model,
     count_parameters,
@@ -197,3 +198,26 @@ def test_profile_counts_parameters_and_flops() -> None:
     assert bigger > flops
     # FLOPs grow with the batch
     assert estimate_flops(net, tiny_batch(config, size=8)) > 1.5 * flops
+
+
+def test_weights_saved_under_the_names_of_earlier_versions_still_load():
+    """``exchange`` was IntraCED (its attention ``exchange.exchange``), ``aggregate`` InterCAD and
+    ``budget.rate_logit`` the participation logit: runs trained then keep loading."""
+    from clcr_cli.model.clcr import rename_legacy
+
+    config = ModelConfig(
+        (ModalitySpec("a", "sequence", 4, 1, 10), ModalitySpec("b", "sequence", 3, 1, 10)),
+        num_classes=3, d=16, num_heads=2,
+    )
+    trained = build_model(config)
+    old = {}
+    for key, value in trained.state_dict().items():
+        key = key.replace("intraced.attention.", "exchange.exchange.").replace(
+            "intraced.budget.participation_logit", "exchange.budget.rate_logit")
+        old[key.replace("intraced.", "exchange.").replace("intercad.", "aggregate.")] = value
+    assert "exchange.budget.rate_logit" in old and "aggregate.level_anchor" in old
+    assert rename_legacy(old).keys() == trained.state_dict().keys()
+    fresh = build_model(config)
+    fresh.load_state_dict(old)  # strict
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
