@@ -5,17 +5,30 @@ N processes; :func:`setup` joins them into one process group (gloo on CPU, nccl 
 Every rank walks the same seeded order of global batches and takes its rows of each
 (:func:`shard`): the role of a ``DistributedSampler``, at the level of the batch, so that
 with DDP's gradient averaging a step sees exactly the global batch a single process would.
+
+Collectives take their tensors on the backend's device (:func:`collective_device`: the
+rank's GPU under nccl, which refuses CPU tensors). A rank that fails must not leave the
+others waiting for it: what every rank does before a collective step goes through
+:func:`agree` (all ranks at once) or :func:`main_first` (rank 0, then the others), whose
+:func:`checked_barrier` raises on every rank the failing rank's one line.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
+from clcr_cli.errors import ClcrError, environment_error
 from clcr_cli.model.batch import Batch
+from clcr_cli.model.errors import ModelConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,7 @@ def setup(device: str) -> Dist:
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend)
+        atexit.register(_leave)
     rank, world = dist.get_rank(), dist.get_world_size()
     if device.startswith("cuda"):
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -74,9 +88,88 @@ def setup(device: str) -> Dist:
     return Dist(rank, world, device)
 
 
+def _leave() -> None:
+    """Leave the process group at exit, whichever way the process ends: a group left to
+    the C++ destructors can abort it while a peer exits too (gloo: "terminate called
+    without an active exception", SIGABRT)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier(d: Dist) -> None:
     if d.active:
         dist.barrier()
+
+
+def collective_device() -> torch.device:
+    """Where the process group's collectives take their tensors: this rank's GPU under
+    nccl (which refuses CPU tensors), the CPU under gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as the CLI would print it: a ClcrError's (or the model's) own message, a
+    failing filesystem call as ``environment_error`` words it, else type and message."""
+    if isinstance(error, ClcrError | ModelConfigError):
+        text = str(error)
+    elif isinstance(error, OSError):
+        text = str(environment_error(error))
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return " ".join(text.split())
+
+
+def checked_barrier(d: Dist, error: BaseException | None = None) -> None:
+    """A barrier that also tells every rank whether any rank failed before it.
+
+    Every rank calls it at the same point, with what failed there on this rank (None:
+    nothing). If any rank failed, every rank raises a :class:`ClcrError` with the first
+    failing rank's one line (``rank 1: <message>``, chained to this rank's own error),
+    so that no rank waits for one that will never come; a rank that ended without a word
+    (killed, crashed) is one line too, where the backend notices (gloo does at once). In
+    a single process it raises ``error`` itself, if given.
+    """
+    if not d.active:
+        if error is not None:
+            raise error
+        return
+    messages: list[str | None] = [None] * dist.get_world_size()
+    try:
+        dist.all_gather_object(messages, None if error is None else one_line(error))
+    except RuntimeError as exc:  # gloo: "Connection closed by peer"
+        problem = "another rank ended before this check without saying why (see its output)"
+        raise ClcrError(f"rank {d.rank}: {one_line(error)}" if error else problem) from exc
+    failed = [(rank, message) for rank, message in enumerate(messages) if message is not None]
+    if failed:
+        rank, message = failed[0]
+        others = f" (and {len(failed) - 1} other ranks)" if len(failed) > 1 else ""
+        raise ClcrError(f"rank {rank}: {message}{others}") from error
+
+
+def agree(d: Dist, fn: Callable[[], T]) -> T:
+    """``fn()`` on every rank, then a :func:`checked_barrier`: its result where it
+    succeeded on every rank, else the first failing rank's error raised on all of them."""
+    try:
+        result = fn()
+    except Exception as exc:
+        checked_barrier(d, exc)
+        raise  # a single process: checked_barrier raised exc
+    checked_barrier(d)
+    return result
+
+
+def main_first(d: Dist, fn: Callable[[], T]) -> T:
+    """``fn()`` on rank 0, then on the other ranks (rank 0 extracts, say, and the others
+    find it done); a failure on any rank is raised on every rank (:func:`checked_barrier`),
+    so no rank waits for rank 0's work after rank 0 has failed, nor rank 0 for the others."""
+    if d.main:
+        result = agree(d, fn)
+        checked_barrier(d)  # the others' turn
+        return result
+    checked_barrier(d)  # rank 0's turn
+    return agree(d, fn)
 
 
 def shard(batch: Batch, d: Dist) -> Batch:
@@ -100,6 +193,6 @@ def all_sum(values: dict[str, float], d: Dist) -> dict[str, float]:
     if not d.active:
         return values
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=collective_device())
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist(), strict=True))

@@ -22,12 +22,20 @@ dataset), into one store per dataset and extract key::
     frames    (N, T, H, W, C)       uint8     1   RGB frames (C=3), quantised flow (C=2)
 
 Padded steps are zero. Everything is readable with plain ``h5py``.
+
+Both writers write through :class:`_Storage` (h5py's ``fileobj`` driver): HDF5 never sees a
+write fail, so a full disk cannot leave an h5py handle that will not close (and the process
+to crash at exit); the failure is raised once the handle is closed, as the one line of
+:func:`clcr_cli.errors.writing` naming the file, and the temporary file is removed.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +44,7 @@ import h5py
 import numpy as np
 
 from clcr_cli.cache import atomic_path
-from clcr_cli.errors import DataError
+from clcr_cli.errors import DataError, writing
 
 FORMAT_VERSION = 1
 REDO = "the file is damaged: run `clcr extract` with its options and --force to redo it"
@@ -82,9 +90,112 @@ def _pad_stack(arrays: Sequence[np.ndarray], axis: int, length: int, dtype: str)
     return out
 
 
+class _Storage(io.RawIOBase):
+    """The bytes of an HDF5 file being written, for h5py's ``fileobj`` driver.
+
+    The first write the system refuses (a full disk, a quota, a size limit) is kept as
+    :attr:`failure`, and that write and every later one are kept in memory instead, so
+    that HDF5 reads back what it wrote and never sees a write fail: a failed write leaves
+    HDF5 a handle it cannot close, and the process crashes at exit (h5py 3 / HDF5 2: a
+    segmentation fault). The writer stops at its next :meth:`check`, which raises the
+    failure; what is kept in memory is the little HDF5 writes until then.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._pos = 0
+        self._size = 0
+        self._kept: list[tuple[int, bytes]] = []  # (offset, data) of the writes since the failure
+        self.failure: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._pos = offset + {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` from the position: the disk's bytes, then the kept writes over them."""
+        view = memoryview(buffer).cast("B")
+        start, n = self._pos, max(0, min(len(view), self._size - self._pos))
+        got = os.preadv(self._fd, [view[:n]], start) if n else 0
+        view[got:] = bytes(len(view) - got)  # beyond the end (or what the disk never got): zeros
+        for offset, data in self._kept:
+            lo, hi = max(offset, start), min(offset + len(data), start + n)
+            if lo < hi:
+                view[lo - start : hi - start] = data[lo - offset : hi - offset]
+        self._pos += len(view)
+        return len(view)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        if self.failure is None:
+            try:
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(self._fd, view[done:], self._pos + done)
+            except OSError as exc:
+                self.failure = exc
+        if self.failure is not None:
+            self._kept.append((self._pos, bytes(view)))
+        self._pos += len(view)
+        self._size = max(self._size, self._pos)
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        if self.failure is None:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as exc:
+                self.failure = exc
+        self._size = size
+        return size
+
+    def check(self) -> None:
+        """Raise the first write the system refused, if one was."""
+        if self.failure is not None:
+            raise self.failure
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+@contextmanager
+def _create_hdf5(tmp: Path, path: Path) -> Iterator[tuple[h5py.File, _Storage]]:
+    """A new HDF5 file at ``tmp`` (the temporary name of ``path``), on :class:`_Storage`.
+
+    The h5py handle is closed before anything propagates; a refused write is then raised
+    as :func:`clcr_cli.errors.writing` words it (``path``: the cause), in place of any
+    error it caused in the block.
+    """
+    with writing(path), _Storage(tmp) as storage:
+        f = h5py.File(storage, "w")
+        try:
+            yield f, storage
+        finally:
+            try:
+                f.close()
+            finally:
+                storage.check()
+
+
 def write_part(path: Path, part: PartData, layouts: dict[str, ModalityLayout]) -> None:
     """Write one part atomically (temporary file, then rename)."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, _create_hdf5(tmp, path) as (f, _):
         f.create_dataset("id", data=np.array(part.ids, dtype=object), dtype=STR)
         f.create_dataset("split", data=np.array(part.splits, dtype=object), dtype=STR)
         f.create_dataset("label", data=np.asarray(part.labels, dtype="f8"))
@@ -132,7 +243,7 @@ def assemble_store(
                     continue
                 max_len[name] = max(max_len[name], int(f[name]["length"][()].max()))
                 row_shape[name] = f[name]["data"].shape[1:]
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(out) as tmp, _create_hdf5(tmp, out) as (f, storage):
         f.attrs.update({"clcr_format": FORMAT_VERSION, "num_samples": n})
         f.attrs.update({k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in attrs.items()})
         meta = f.create_group("meta")
@@ -178,6 +289,7 @@ def assemble_store(
                     data[start:stop] = np.pad(block, pad)
                     length[start:stop] = part[name]["length"][()]
                 start = stop
+            storage.check()  # a full disk ends the assembly at the part it refused
     return n
 
 

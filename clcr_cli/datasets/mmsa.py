@@ -15,7 +15,9 @@ Two layouts are read; the loader takes the first that exists under ``--root``:
    stage decodes audio and frames from the .mp4 with the shared extractors.
 
 The pickle wins when both exist: its features are the ones the published numbers
-(and the paper's) are computed on. It is read with :mod:`clcr_cli.safe_pickle`.
+(and the paper's) are computed on. It is read with :mod:`clcr_cli.safe_pickle`, which
+runs none of its code and refuses, before allocating them, arrays that declare more bytes
+than the file holds (a DataError naming the file and the declared shape).
 
 Sequence lengths come from the arrays (``audio_lengths``/``vision_lengths`` where
 present, else the full padded length), never from MMSA's config, which swaps MOSI's

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +146,36 @@ def test_malicious_pickle_is_refused_and_not_run(tmp_path):
         load_dataset("mosi", DatasetOptions(root=tmp_path / "MOSI"))
     assert err.value.path == path
     assert not marker.exists()
+
+
+class HugeArray:
+    """Pickles as numpy's header of an int8 array of 10^9 x 10^4 elements, without data."""
+
+    def __reduce__(self):
+        try:
+            from numpy._core.multiarray import _reconstruct
+        except ImportError:
+            from numpy.core.multiarray import _reconstruct
+        return (_reconstruct, (np.ndarray, (10**9, 10**4), b"b"))
+
+
+def test_a_small_pickle_declaring_a_huge_array_is_one_line(tmp_path):
+    """A few hundred bytes whose array declares 9.09 TiB (numpy: _ArrayMemoryError and a
+    traceback): one line naming the file and the shape, exit 2, nothing allocated."""
+    root = tmp_path / "MOSI"
+    path = write_pickle(root / "Processed" / "unaligned_50.pkl", {"train": {"audio": HugeArray()}})
+    size = path.stat().st_size
+    expected = (f"{path}: an array declares shape (1000000000, 10000) of int8 (9.09 TiB), "
+                f"more than the {size:,}-byte file holds: refused before allocating it")
+    with pytest.raises(DataError) as err:
+        load_dataset("mosi", DatasetOptions(root=root))
+    assert str(err.value) == expected and err.value.path == path
+    result = subprocess.run(
+        [sys.executable, "-m", "clcr_cli", "extract", "--dataset", "mosi", "--root", str(root),
+         "--workdir", str(tmp_path / "wd")], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr == f"error: {expected}\n"
 
 
 def write_label_csv(root: Path, rows: list[dict]) -> None:

@@ -1,10 +1,18 @@
-"""The generated tri-modal dataset: determinism, labels, splits, files, atomicity, signal."""
+"""The generated tri-modal dataset: determinism, labels, splits, files, atomicity, signal;
+its bounds, and a full disk or an interruption while generating (one line, nothing left)."""
 
 from __future__ import annotations
 
 import csv
+import json
+import os
+import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +20,7 @@ import pytest
 from clcr_cli.datasets import synth
 from clcr_cli.datasets.base import DatasetOptions
 from clcr_cli.datasets.synth import files, recipe
-from clcr_cli.errors import ConfigError
+from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.features.audio import load_audio
 from clcr_cli.features.video import read_frames
 
@@ -207,3 +215,188 @@ def test_every_text_fits_the_token_budget() -> None:
         longest(recipe._LOUD),
     ]
     assert len(tokenizer(" ".join(sentences))["input_ids"]) <= recipe.TEXT_MAX_TOKENS
+
+
+# --- bounds, full disks and interruptions -----------------------------------------------------
+
+
+def test_too_many_samples_is_one_line_before_any_work(tmp_path: Path) -> None:
+    """A billion samples took 8 GB of memory in 25 s, printing nothing: refused at once."""
+    with pytest.raises(ConfigError, match=r"^--n-samples 1000001: synth generates at most 1,000,000 samples$"):
+        synth.load(DatasetOptions(root=tmp_path / "raw", n_samples=files.MAX_SAMPLES + 1))
+    start = time.monotonic()
+    workdir = tmp_path / "wd"
+    result = subprocess.run(
+        [sys.executable, "-m", "clcr_cli", "extract", "--dataset", "synth", "--n-samples", "1000000000",
+         "--workdir", str(workdir)], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr == "error: --n-samples 1000000000: synth generates at most 1,000,000 samples\n"
+    assert time.monotonic() - start < 60
+    assert not (workdir / "raw").exists() or not any((workdir / "raw").rglob("*")), "nothing written"
+
+
+def test_more_samples_than_the_free_space_is_refused_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    free = SimpleNamespace(total=10**9, used=10**9 - 10**6, free=10**6)
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: free)
+    with pytest.raises(ConfigError, match=r"^--n-samples 100: the synth files need about 8\.0 MB, .+ has 1\.0 MB free$"):
+        synth.load(DatasetOptions(root=tmp_path / "raw", n_samples=100))
+    assert not (tmp_path / "raw").exists()
+
+
+def test_an_incomplete_video_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    """cv2.VideoWriter reports no failure: a video cut short is found, and named."""
+    frames = recipe.generate_sample(0, 0).frames
+    whole = tmp_path / "whole.mp4"
+    files.write_video(whole, frames)
+    assert files.mp4_complete(whole)
+    cut = whole.read_bytes()[: whole.stat().st_size // 2]
+    real_writer = files.cv2.VideoWriter
+
+    class CutShort:  # writes, then loses the end of the file, silently, as on a full disk
+        def __init__(self, path: str, *args: object) -> None:
+            self.path = Path(path)
+            self.writer = real_writer(path, *args)
+
+        def isOpened(self) -> bool:  # noqa: N802 - cv2's name
+            return self.writer.isOpened()
+
+        def write(self, frame: np.ndarray) -> None:
+            self.writer.write(frame)
+
+        def release(self) -> None:
+            self.writer.release()
+            self.path.write_bytes(cut)
+
+    monkeypatch.setattr(files.cv2, "VideoWriter", CutShort)
+    target = tmp_path / "v.mp4"
+    with pytest.raises(DataError, match=rf"^{target}: OpenCV wrote an incomplete video$"):
+        files.write_video(target, frames)
+
+
+# The CLI's handling in a process of its own: one line and exit 2, the earlier dataset on
+# the same disk byte-identical, no temporary folder. The size estimate is set to nothing,
+# as if the disk filled from elsewhere while generating; "video": the .wav files are left
+# empty, so that the videos (whose writer fails silently) meet the full disk.
+GENERATE = """
+import hashlib, json, resource, signal, sys
+from pathlib import Path
+
+import typer
+
+from clcr_cli.cli import user_errors
+from clcr_cli.datasets import synth
+from clcr_cli.datasets.base import DatasetOptions
+from clcr_cli.datasets.synth import files
+
+root, limit, n, fail = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+earlier = synth.load(DatasetOptions(root=root, n_samples=10)).root
+
+
+def digest(folder):
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())).hexdigest()
+
+
+before = digest(earlier)
+files.BYTES_PER_SAMPLE = 1
+if fail == "video":
+    files.write_audio = lambda path, audio: path.write_bytes(b"")
+if limit:  # files may grow to `limit` bytes: past it a write fails (EFBIG)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+code = 0
+try:
+    with user_errors(False):
+        synth.load(DatasetOptions(root=root, n_samples=n))
+except typer.Exit as exc:
+    code = exc.exit_code
+print(json.dumps({"before": before, "after": digest(earlier), "listing": sorted(p.name for p in root.iterdir())}))
+sys.exit(code)
+"""
+
+
+def generate_command(root: Path, n: int, fail: str, limit: int = 0) -> list[str]:
+    return [sys.executable, "-c", GENERATE, str(root), str(limit), str(n), fail]
+
+
+def check_one_line(result: subprocess.CompletedProcess, root: Path, n: int, cause: str) -> None:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr == f"error: {root / files.fingerprint(n, 0)}: {cause}\n"
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["after"] == report["before"], "the earlier dataset is byte-identical"
+    assert report["listing"] == [files.fingerprint(10, 0)], "no temporary folder"
+
+
+@pytest.mark.parametrize(("fail", "limit"), [("audio", 32_000), ("video", 2_000)])
+def test_a_file_size_limit_while_generating_is_one_line(tmp_path: Path, fail: str, limit: int) -> None:
+    """RLIMIT_FSIZE makes writes past ``limit`` bytes fail for real (EFBIG), no root needed:
+    the .wav (64 kB) meets it, or the .mp4, which OpenCV writes without a word."""
+    root = tmp_path / "raw"
+    result = subprocess.run(generate_command(root, 40, fail, limit), capture_output=True, text=True, timeout=300)
+    check_one_line(result, root, 40, "File too large")
+
+
+def tmpfs_runner(mountpoint: Path) -> list[str]:
+    """A command prefix that runs its command with a tmpfs mounted on ``mountpoint``, in a
+    mount namespace of its own (nothing stays mounted; no root needed where user namespaces
+    are allowed); skips the test, saying why, where no tmpfs can be mounted."""
+    if shutil.which("unshare") is None:
+        pytest.skip("cannot mount a tmpfs: no `unshare` here")
+    script = 'mount -t tmpfs -o "size=$1" tmpfs "$2" || exit 97; shift 2; exec "$@"'
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    refusals = []
+    for namespace in (["--user", "--map-root-user", "--mount"], ["--mount"]):
+        runner = ["unshare", *namespace, "sh", "-c", script, "sh"]
+        probe = subprocess.run([*runner, "1m", str(mountpoint), "true"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return runner
+        refusals.append(" ".join(probe.stderr.split())[:200] or f"exit {probe.returncode}")
+    pytest.skip(f"mount -t tmpfs is not permitted here ({'; '.join(refusals)})")
+
+
+@pytest.mark.parametrize(("fail", "n"), [("audio", 100), ("video", 1000)])
+def test_a_full_tmpfs_while_generating_is_one_line(tmp_path: Path, fail: str, n: int) -> None:
+    """A real 2 MB tmpfs: 10 samples fit (0.7 MB), ``n`` do not. Exit 2 and one line."""
+    root = tmp_path / "tmpfs"
+    runner = tmpfs_runner(root)
+    result = subprocess.run([*runner, "2m", str(root), *generate_command(root, n, fail)],
+                            capture_output=True, text=True, timeout=300)
+    check_one_line(result, root, n, "No space left on device")
+
+
+def test_the_free_space_of_a_small_tmpfs_is_checked_first(tmp_path: Path) -> None:
+    root = tmp_path / "tmpfs"
+    runner = tmpfs_runner(root)
+    code = ("import sys; from pathlib import Path; from clcr_cli.datasets.synth import files\n"
+            "try:\n    files.ensure_generated(Path(sys.argv[1]), 100, 0)\n"
+            "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+            "print(sorted(p.name for p in Path(sys.argv[1]).iterdir()))")
+    result = subprocess.run([*runner, "2m", str(root), sys.executable, "-c", code, str(root)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, listing = result.stdout.splitlines()
+    assert first == f"ConfigError --n-samples 100: the synth files need about 8.0 MB, {root} has 2.1 MB free"
+    assert listing == "[]"
+
+
+def test_sigterm_while_generating_leaves_no_temporary_folder(tmp_path: Path) -> None:
+    """``timeout`` or ``kill`` mid-generation: interrupted as by Ctrl-C, the half-written
+    folder removed (a SIGKILL's is removed by the next generation)."""
+    workdir = tmp_path / "wd"
+    raw = workdir / "raw" / "synth"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clcr_cli", "extract", "--dataset", "synth", "--n-samples", "3000",
+         "--workdir", str(workdir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(raw.glob(".n3000-*/audio/*.wav")):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err[-3000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert sorted(os.listdir(raw)) == []
