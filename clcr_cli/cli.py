@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 import time
 import traceback
@@ -85,7 +86,8 @@ def user_errors(verbose: bool) -> Iterator[None]:
         if verbose:
             traceback.print_exc()
         message = environment_error(exc) if isinstance(exc, OSError) else exc
-        console.print(f"[red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank has the same line: one prints it
+            console.print(f"[red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: run the same command again to resume")
@@ -452,11 +454,16 @@ def status(
     what differs from the defaults (-v: every option)."""
     from clcr_cli.cache import list_outputs
     from clcr_cli.config import non_default_options
+    from clcr_cli.runs import binding_problem
 
     with user_errors(verbose):
         if not workdir.is_dir():
             raise DataError(workdir, "no such workspace folder")
         rows = [r for r in list_outputs(workdir, verify) if stage is None or r.stage == stage]
+        if verify:  # a train output whose model or checkpoint another run wrote is corrupt too
+            rows = [dataclasses.replace(r, state="corrupt", problem=problem)
+                    if r.stage == "train" and r.complete and (problem := binding_problem(r.path, r.key)) else r
+                    for r in rows]
         table = Table(title=f"cached outputs in {workdir}")
         for col in ("stage", "dataset", "key", "state", "size", "age", "options"):
             table.add_column(col, overflow="fold")

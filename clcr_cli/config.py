@@ -85,7 +85,7 @@ class ExtractConfig:
     aligned: bool = option(False, "MOSI/MOSEI: aligned_50.pkl instead of unaligned_50.pkl.", flag="--aligned/--unaligned")
     manifest: str | None = option(None, "CSV manifest of a user's dataset (id, split, label, audio/video/image/text).", key=False)
     target: Literal["classification", "regression"] | None = option(None, "Manifest target (default: from the labels).")
-    n_samples: int = option(1200, "synth: number of samples to generate.", low=10)
+    n_samples: int = option(1200, "synth: number of samples to generate.", low=10, high=1_000_000)
     seed: int = option(0, "Random seed: the generated dataset and carved valid splits.", low=0)
     verify_inputs: bool = option(False, "Identify every input file by the sha256 of its content, not by size and modification time (reads every file).", key=False)
     text_model: str = option("minilm", "'minilm' (offline default), a local HF model folder, or a cached hub id.")

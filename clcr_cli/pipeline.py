@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from clcr_cli.config import AblateConfig, EvalConfig, ExtractConfig, NoiseConfig, TrainConfig
-from clcr_cli.distributed import barrier, setup
+from clcr_cli.distributed import main_first, setup
 from clcr_cli.errors import ConfigError
 from clcr_cli.features.perturb import RawNoise
 from clcr_cli.runs import Extraction, latest_store
@@ -72,7 +72,7 @@ def train(
     """Train (or reuse, or resume) one run of ``cfg`` on its store (:func:`store_for`).
 
     Under torchrun every rank calls this: rank 0 resolves (and if pinned, extracts) the
-    store first, the others wait and then find it complete.
+    store first, the others wait and then find it complete (``distributed.main_first``).
     """
     console = console or Console(stderr=True)
     device = resolve_device(device)
@@ -80,10 +80,8 @@ def train(
     dist = setup(device)
     if not dist.main:
         console = Console(stderr=True, quiet=True)
-        barrier(dist)  # wait for rank 0 to extract
-    store = store_for(cfg.task, extract_cfg, workdir, device=device, console=console)
-    if dist.main:
-        barrier(dist)
+    # rank 0 extracts first; a failure on any rank ends every rank with its line
+    store = main_first(dist, lambda: store_for(cfg.task, extract_cfg, workdir, device=device, console=console))
     return run_train(cfg, store, workdir, dist, force=force, console=console, lock_timeout=lock_timeout,
                      after_epoch=after_epoch, check=check)
 

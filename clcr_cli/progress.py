@@ -1,4 +1,8 @@
-"""One progress display for every long loop: what is done, how fast, how long is left."""
+"""One progress display for every long loop: what is done, how fast, how long is left.
+
+Shown on a terminal only: where the console writes to a file or a pipe (a SLURM log, CI,
+``2>log``), a live bar would end as one squeezed final line, so the bar is off and the
+loops print lines of their own (``training/epoch_log.py``: one per epoch)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from rich.text import Text
 
 
 class RateColumn(ProgressColumn):
-    """Items per second, e.g. ``41.3 it/s``."""
+    """Items per second, e.g. ``41.3 it/s``, or seconds per item when slower than one a
+    second, e.g. ``23.0 s/epoch``."""
 
     def __init__(self, unit: str = "it") -> None:
         super().__init__()
@@ -26,7 +31,10 @@ class RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("--" if speed is None else f"{speed:.1f} {self.unit}/s", style="cyan")
+        if not speed:
+            return Text("--", style="cyan")
+        rate = f"{speed:.1f} {self.unit}/s" if speed >= 1 else f"{1 / speed:.1f} s/{self.unit}"
+        return Text(rate, style="cyan")
 
 
 def progress_bar(console: Console, unit: str = "it", transient: bool = False) -> Progress:
@@ -42,4 +50,5 @@ def progress_bar(console: Console, unit: str = "it", transient: bool = False) ->
         TimeRemainingColumn(),
         console=console,
         transient=transient,
+        disable=not console.is_terminal,
     )

@@ -30,7 +30,13 @@ from clcr_cli.config import ExtractConfig, non_default_options, options, resolve
 from clcr_cli.errors import ClcrError, ConfigError, DataError
 from clcr_cli.store import FeatureStore
 from clcr_cli.training.data import FeatureStats, Presence, SplitData, load_split, standardise
-from clcr_cli.training.inference import Predictions, compute_metrics, load_trained, predict
+from clcr_cli.training.inference import (
+    META_FILE,
+    Predictions,
+    compute_metrics,
+    load_trained,
+    predict,
+)
 
 # --- the files of every stage's output ----------------------------------------------------
 
@@ -92,6 +98,16 @@ def latest_store(workdir: Path, dataset: str, console: Console | None = None) ->
                                      "[extract] section in --config")
     console.print(f"using extract {latest.path.name} (the latest for {dataset})")
     return latest.path / STORE_FILE
+
+
+def store_sha256(store_path: Path) -> str | None:
+    """The sha256 of an extraction's ``features.h5`` as its manifest records it (None for a
+    store that is no extract output)."""
+    try:
+        entry = json.loads((Path(store_path).parent / MANIFEST).read_text())["files"][Path(store_path).name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return entry.get("sha256") if isinstance(entry, dict) else None
 
 
 def _builtin() -> tuple[str, ...]:
@@ -183,6 +199,23 @@ def train_store(train_dir: Path, train: dict[str, Any]) -> Path:
     if not (folder / MANIFEST).is_file():
         raise DataError(folder, f"the extraction {train_dir.name} was trained on is not in its workspace")
     return folder / STORE_FILE
+
+
+def binding_problem(train_dir: Path, key: str) -> str | None:
+    """What in a train output was written by another run than ``key``: its model.json or
+    its last.pt recording another run key (outputs of versions that recorded none pass)."""
+    from clcr_cli.training.checkpoint import CHECKPOINT, read_run_key
+
+    try:
+        recorded = json.loads((train_dir / META_FILE).read_text()).get("run_key")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded is not None and recorded != key:
+        return f"{META_FILE}: written by run {recorded}, not {key}"
+    checkpoint = train_dir / CHECKPOINT
+    if recorded is not None and checkpoint.is_file() and read_run_key(checkpoint) != key:
+        return f"{CHECKPOINT}: not written by run {key} (it records {read_run_key(checkpoint) or 'no run key'})"
+    return None
 
 
 def latest_run(workdir: Path, task: str) -> Path:

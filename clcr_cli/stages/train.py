@@ -35,7 +35,8 @@ from rich.console import Console
 
 from clcr_cli.cache import StageDir, StageKey, produce
 from clcr_cli.config import TrainConfig, key_options
-from clcr_cli.distributed import Dist, barrier
+from clcr_cli.distributed import Dist, agree, checked_barrier
+from clcr_cli.runs import store_sha256
 from clcr_cli.store import FeatureStore
 from clcr_cli.training.data import model_config
 from clcr_cli.training.loop import fit
@@ -50,6 +51,26 @@ def train_key(cfg: TrainConfig, extract_digest: str) -> StageKey:
     """The cache key: the keyed options (the model's among the training's, by name) and the
     extraction's key."""
     return StageKey("train", TRAIN_VERSION, cfg.task, key_options(cfg), {"extract": extract_digest})
+
+
+def provenance(store: FeatureStore) -> dict[str, Any]:
+    """What model.json records of the data a run was trained on, so that the run folder
+    alone can predict: the extraction's key and sha256, the task (target, class names, the
+    modalities as stored) and the extract options (the text encoder's name and layers
+    among them) -- no path of this machine (``--text-model`` is kept as given): a copied
+    run folder is complete wherever it lies."""
+    settings = {k: v for k, v in store.settings.items() if k not in ("root", "sources", "loader")}
+    if isinstance(settings.get("text"), dict):  # where this machine's copy of the encoder lies
+        settings["text"] = {k: v for k, v in settings["text"].items() if k != "path"}
+    modalities = {m: {"kind": i.kind, "source": i.source, "dim": i.dim, "dtype": i.dtype, "shape": list(i.shape)}
+                  for m, i in store.modalities.items()}
+    return {
+        "extract_key": store.extract_key,
+        "store_sha256": store_sha256(store.path),
+        "data": {"dataset": store.dataset, "target": store.target, "class_names": list(store.class_names),
+                 "modalities": modalities},
+        "extract": settings,
+    }
 
 
 def run_train(
@@ -73,18 +94,32 @@ def run_train(
     and ``check``, the caller's own checks (an evaluation's options, say).
     """
     console = console or Console(stderr=True)
-    with FeatureStore(store_path) as store:
-        model_config(cfg, store).validate()
-        if check is not None:
-            check(store)
-        stage = StageDir(workdir, train_key(cfg, store.extract_key))
+
+    def prepare() -> StageDir:
+        with FeatureStore(store_path) as store:
+            model_config(cfg, store).validate()
+            if check is not None:
+                check(store)
+            return StageDir(workdir, train_key(cfg, store.extract_key))
+
+    stage = agree(dist, prepare)  # every rank checks; one rank's failure ends them all
+    started = False
 
     def work() -> dict[str, Any]:
-        barrier(dist)  # the other ranks start once rank 0 holds the lock and has begun
+        nonlocal started
+        started = True
+        checked_barrier(dist)  # the other ranks start once rank 0 holds the lock and has begun
         with FeatureStore(store_path) as store:
-            return fit(cfg, store, stage.path, dist, console, after_epoch)
+            return fit(cfg, store, stage.path, dist, console, after_epoch, stage.key.digest, provenance(store))
 
-    summary = produce(stage, work, force=force, console=console, lock_timeout=lock_timeout, writer=dist.main)
+    try:
+        summary = produce(stage, work, force=force, console=console, lock_timeout=lock_timeout, writer=dist.main)
+    except Exception as exc:  # rank 0 failed before the others' barrier (a lock, a read-only folder)
+        if dist.main and not started:
+            checked_barrier(dist, exc)
+        raise
     if summary is not None:
-        console.print(f"[green]trained[/] {cfg.task}: {summary} -> {stage.path}")
+        metric = next(k for k in summary if k.startswith("valid_"))
+        console.print(f"[green]trained[/] {cfg.task}: best epoch {summary['best_epoch']} of "
+                      f"{summary['epochs_run']}, {metric.replace('_', ' ')} {summary[metric]:.4f} -> {stage.path}")
     return stage.path

@@ -18,7 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from clcr_cli.errors import DataError
+from clcr_cli.cache import atomic_path, atomic_write_text
+from clcr_cli.errors import DataError, writing
 from clcr_cli.metrics import classification_metrics, regression_metrics
 from clcr_cli.model import ModelConfig, build_model
 from clcr_cli.model.batch import Batch, ModalitySpec
@@ -113,11 +114,14 @@ def compute_metrics(pred: Predictions, target: str, num_classes: int) -> dict[st
 
 
 def save_trained(folder: Path, model: nn.Module, state: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Weights as safetensors (never a pickled module) and everything else as JSON."""
+    """Weights as safetensors (never a pickled module) and everything else as JSON, each
+    written atomically; a full disk is one line."""
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / WEIGHTS_FILE))
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+    weights = folder / WEIGHTS_FILE
+    with atomic_path(weights) as tmp, writing(weights):
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2))
 
 
 def _stats_shape(spec: ModalitySpec) -> tuple[int, ...]:

@@ -8,10 +8,13 @@ Its parts, each a function or class below:
   per sample with ``modality_dropout`` (``training/presence.py``), loss terms summed over
   the DDP ranks;
 - selection (:class:`Selection`): the best validation epoch's weights, early stopping;
-- resuming (:func:`save_checkpoint`, :func:`resume`): ``last.pt``, written after every
-  epoch, holds everything the next epoch depends on; a damaged one is reported, removed
-  and the run starts from epoch 0;
-- the outputs of a finished run (:func:`write_outputs`).
+- resuming (``training/checkpoint.py``): ``last.pt``, written after every epoch, holds
+  everything the next epoch depends on and the key of the run that wrote it; a damaged one,
+  or one of another run, is reported, removed and the run starts from epoch 0;
+- what each epoch records (``training/epoch_log.py``): history.csv, TensorBoard events,
+  train.log, a plain line per epoch where the console is not a terminal;
+- a run from set-up to outputs (:class:`TrainingRun`: set-up, restore, train, finish, as
+  torchtune's recipes split them) and the outputs of a finished run (:func:`write_outputs`).
 
 Randomness: epoch e shuffles with a generator seeded by (seed, e) -- the same on every
 rank --, draws dropout from torch's RNG seeded by (seed, e, rank) and drops modalities
@@ -23,7 +26,6 @@ order, so streaming changes nothing either.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -31,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,17 +42,17 @@ from rich.console import Console
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from clcr_cli.cache import atomic_path
+from clcr_cli.cache import atomic_write_text
 from clcr_cli.config import TrainConfig, option_values
 from clcr_cli.distributed import Dist, all_sum, barrier, shard
 from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.metrics import primary_metric
 from clcr_cli.model import ModelConfig, build_model, count_parameters
 from clcr_cli.model.batch import Batch, ModelOutput
-from clcr_cli.model.clcr import rename_legacy
 from clcr_cli.model.diagnostics import mechanism_diagnostics
 from clcr_cli.progress import progress_bar
 from clcr_cli.store import FeatureStore
+from clcr_cli.training.checkpoint import CHECKPOINT, ForeignCheckpoint, resume, save_checkpoint
 from clcr_cli.training.data import (
     FeatureStats,
     Split,
@@ -60,13 +63,12 @@ from clcr_cli.training.data import (
     open_split,
     standardise,
 )
+from clcr_cli.training.epoch_log import HISTORY, LOG, EpochLog, RunLog, write_history
 from clcr_cli.training.inference import compute_metrics, predict, save_trained
 from clcr_cli.training.presence import random_presence
 
 T = TypeVar("T")
 
-CHECKPOINT = "last.pt"
-HISTORY = "history.csv"
 DIAGNOSTICS = "diagnostics.json"
 TIMING = "timing.json"
 WARMUP_START = 0.1  # warmup-cosine starts at lr * WARMUP_START
@@ -248,76 +250,6 @@ class Selection:
         return patience > 0 and self.bad_epochs >= patience
 
 
-def save_checkpoint(
-    path: Path,
-    epoch: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    selection: Selection,
-    history: list[dict[str, Any]],
-) -> None:
-    """``last.pt`` after ``epoch`` epochs: a state dict, read back with ``weights_only``."""
-    state = {
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "best_epoch": selection.best_epoch,
-        "best_score": selection.best_score,
-        "best_state": selection.best_state,
-        "bad_epochs": selection.bad_epochs,
-        "history": json.dumps(history),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _same_tensors(state: Any, model: nn.Module) -> bool:
-    """True when ``state`` holds exactly ``model``'s parameters and buffers, by name and shape."""
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    return isinstance(state, dict) and {k: getattr(v, "shape", None) for k, v in state.items()} == expected
-
-
-def resume(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    selection: Selection,
-    device: str,
-    epochs: int,
-) -> tuple[int, list[dict[str, Any]]]:
-    """Load the checkpoint at ``path``, if there is one, into the model, optimiser, schedule
-    and selection: (epochs done, history so far). A checkpoint whose fields are not what
-    this run writes (at most ``epochs`` epochs, this model's tensors) is a ValueError."""
-    if not path.exists():
-        return 0, []
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    for name in ("model", "best_state"):  # a checkpoint written before the renames of model/clcr.py
-        if isinstance(ckpt.get(name), dict):
-            ckpt[name] = rename_legacy(ckpt[name])
-    epoch, history = ckpt["epoch"], json.loads(ckpt["history"])
-    if not (isinstance(epoch, int) and 0 <= epoch <= epochs and isinstance(history, list)
-            and len(history) == epoch and _same_tensors(ckpt["model"], model)
-            and (ckpt["best_state"] is None or _same_tensors(ckpt["best_state"], model))):
-        raise ValueError("its fields do not belong to this run")
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
-    selection.best_epoch, selection.best_score = ckpt["best_epoch"], ckpt["best_score"]
-    selection.best_state, selection.bad_epochs = ckpt["best_state"], ckpt["bad_epochs"]
-    return epoch, history
-
-
-def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 # --- a run --------------------------------------------------------------------------------
 
 
@@ -348,6 +280,134 @@ def fresh_model(
     return model, optimizer, lr_scheduler(cfg, optimizer)
 
 
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:limit]
+
+
+class TrainingRun:
+    """One run, in four steps as torchtune's recipes have them: set-up (``__init__``: the
+    splits and their statistics, the model, optimiser, schedule and selection),
+    :meth:`restore` (from ``last.pt`` or from epoch 0), :meth:`train` (the epochs) and
+    :meth:`finish` (the outputs and what describes them)."""
+
+    def __init__(
+        self, cfg: TrainConfig, store: FeatureStore, out: Path, dist: Dist, console: Console, run_key: str,
+        provenance: dict[str, Any],
+    ) -> None:
+        self.cfg, self.out, self.dist, self.run_key, self.provenance = cfg, out, dist, run_key, provenance
+        self.device = dist.device
+        self.log = RunLog(console, out / LOG if dist.main else None)
+        self.train_split, self.valid, self.stats = _splits(cfg, store, self.log)
+        self.loading = {"workers": cfg.loader_workers, "pin_memory": self.device.startswith("cuda")}
+        self.mcfg = model_config(cfg, store)
+        self.target, self.num_classes = store.target, store.num_classes
+        self.metric, self.higher = primary_metric(store.target)
+        self.model, self.optimizer, self.scheduler = fresh_model(cfg, self.mcfg, self.device)
+        self.selection = Selection(self.higher)
+        self.start, self.history = 0, []
+
+    def restore(self) -> None:
+        """Resume from ``last.pt``; one that is damaged or not this run's (``training.checkpoint``)
+        is reported and removed, and the run starts from epoch 0."""
+        checkpoint = self.out / CHECKPOINT
+        try:
+            self.start, self.history = resume(checkpoint, self.run_key, self.model, self.optimizer, self.scheduler,
+                                              self.selection, self.device, self.cfg.epochs, self.metric)
+        except Exception as exc:  # whatever a damaged file makes torch.load or a state dict raise
+            what = "not this run's checkpoint" if isinstance(exc, ForeignCheckpoint) else "unreadable checkpoint"
+            reason = _first_line(exc) if isinstance(exc, ForeignCheckpoint) else f"{type(exc).__name__}: {_first_line(exc)}"
+            self.log.print(f"[yellow]{checkpoint}: {what} ({reason}); training from epoch 0[/]", soft_wrap=True)
+            barrier(self.dist)  # every rank has tried it before rank 0 removes it
+            if self.dist.main:
+                checkpoint.unlink()
+            self.model, self.optimizer, self.scheduler = fresh_model(self.cfg, self.mcfg, self.device)
+            self.selection, self.start, self.history = Selection(self.higher), 0, []
+        if self.start:
+            self.log.print(f"resuming train {self.cfg.task} from epoch {self.start}/{self.cfg.epochs}")
+
+    def _epoch(self, step: Stepper, epoch: int) -> dict[str, Any]:
+        """Train and validate epoch ``epoch`` (0-based): its history row."""
+        cfg = self.cfg
+        lr = self.optimizer.param_groups[0]["lr"]
+        terms = train_epoch(step, self.train_split, cfg, epoch, self.dist, self.loading)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        n, seconds = terms.pop("n"), terms.pop("seconds")
+        val = predict(self.model, self.valid, cfg.batch_size, self.device, workers=cfg.loader_workers)
+        score = float(compute_metrics(val, self.target, self.num_classes)[self.metric])
+        self.selection.update(score, epoch + 1, self.model)
+        row = {"epoch": epoch + 1, "train_loss": terms.pop("loss")}
+        row.update({f"train_{k}": v for k, v in terms.items()})
+        row.update({"valid_loss": val.loss, f"valid_{self.metric}": score, "lr": lr})
+        if val.level_weights is not None:
+            row.update({f"valid_level_weight_{i}": float(w) for i, w in enumerate(val.level_weights)})
+        row.update({"seconds": round(seconds, 4), "samples_per_s": round(n / seconds, 2)})
+        return row
+
+    def train(self, after_epoch: Callable[[int], None] | None = None) -> None:
+        """The epochs from :attr:`start` on: after each, history, events and ``last.pt``;
+        ``after_epoch(e)`` is called once epoch e (1-based) is checkpointed."""
+        cfg, dist, model = self.cfg, self.dist, self.model
+        # variants leave some parameters unused (e.g. no-intraced's bases): DDP must not wait on them
+        net = DistributedDataParallel(model, find_unused_parameters=True) if dist.active else model
+        step = Stepper(net, model, self.optimizer, cfg, self.device, self.log)
+        streamed = [name for name, s in (("train", self.train_split), ("valid", self.valid))
+                    if isinstance(s, StoreSplit)]
+        self.log.print(
+            f"train {cfg.task}: {self.mcfg.model}/{self.mcfg.variant}, {count_parameters(model):,} parameters, "
+            f"{len(self.train_split)} train / {len(self.valid)} valid samples on {self.device}"
+            + (f", {dist.world} processes" if dist.active else "")
+            + (f", {' and '.join(streamed)} streamed from the store" if streamed else "")
+        )
+        epochs = EpochLog(self.out, self.start, cfg.epochs, self.metric, self.log, dist.main)
+        try:
+            with progress_bar(self.log.console, unit="epoch") as progress:
+                task = progress.add_task(f"train {cfg.task}", total=cfg.epochs, completed=self.start)
+                for epoch in range(self.start, cfg.epochs):
+                    if self.selection.exhausted(cfg.patience):
+                        self.log.print(f"early stop: no improvement of valid {self.metric} for {cfg.patience} epochs")
+                        break
+                    self.history.append(self._epoch(step, epoch))
+                    epochs.record(self.history)
+                    if dist.main:
+                        save_checkpoint(self.out / CHECKPOINT, self.run_key, epoch + 1, model, self.optimizer,
+                                        self.scheduler, self.selection, self.history)
+                    barrier(dist)
+                    row = self.history[-1]
+                    progress.update(task, advance=1, description=f"train {cfg.task} loss {row['train_loss']:.3f} "
+                                                                 f"valid {self.metric} {row[f'valid_{self.metric}']:.3f}")
+                    if after_epoch is not None:
+                        after_epoch(epoch + 1)
+        finally:
+            epochs.close()
+
+    def finish(self) -> dict[str, Any]:
+        """Write the selected model and what describes it (rank 0); the run's summary."""
+        try:
+            if self.selection.best_state is None:
+                raise DataError(self.out, f"no epoch produced a finite valid {self.metric}")
+            if self.dist.main:
+                meta = {
+                    "model_config": dataclasses.asdict(self.mcfg),
+                    "train_config": option_values(self.cfg),
+                    "stats": self.stats.as_lists(),
+                    "run_key": self.run_key,
+                    **self.provenance,
+                    "versions": {"clcr": package_version("clcr"), "torch": torch.__version__},
+                    "metric": self.metric,
+                    "best_epoch": self.selection.best_epoch,
+                    "best_score": self.selection.best_score,
+                    "parameters": count_parameters(self.model),
+                    "processes": self.dist.world,
+                }
+                valid_batches = (b.to(self.device) for b in batches(self.valid, self.cfg.batch_size, **self.loading))
+                write_outputs(self.out, self.model, self.selection, self.history, valid_batches, meta)
+            return {"best_epoch": self.selection.best_epoch, f"valid_{self.metric}": self.selection.best_score,
+                    "epochs_run": len(self.history)}
+        finally:
+            self.log.close()
+
+
 def fit(
     cfg: TrainConfig,
     store: FeatureStore,
@@ -355,89 +415,16 @@ def fit(
     dist: Dist,
     console: Console,
     after_epoch: Callable[[int], None] | None = None,
+    run_key: str = "",
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one run into ``out``, resuming from ``out/last.pt`` when it exists; return its
-    summary. ``after_epoch(e)`` is called once epoch e (1-based) is checkpointed."""
-    device = dist.device
-    train, valid, stats = _splits(cfg, store, console)
-    loading = {"workers": cfg.loader_workers, "pin_memory": device.startswith("cuda")}
-    mcfg = model_config(cfg, store)
-    model, optimizer, scheduler = fresh_model(cfg, mcfg, device)
-    metric, higher = primary_metric(store.target)
-    selection = Selection(higher)
-    checkpoint = out / CHECKPOINT
-    try:
-        start, history = resume(checkpoint, model, optimizer, scheduler, selection, device, cfg.epochs)
-    except Exception as exc:  # whatever a damaged file makes torch.load or a state dict raise
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        console.print(f"[yellow]{checkpoint}: unreadable checkpoint ({type(exc).__name__}: {reason}); "
-                      "training from epoch 0[/]", soft_wrap=True)
-        barrier(dist)  # every rank has tried it before rank 0 removes it
-        if dist.main:
-            checkpoint.unlink()
-        model, optimizer, scheduler = fresh_model(cfg, mcfg, device)
-        selection, start, history = Selection(higher), 0, []
-    if start:
-        console.print(f"resuming train {cfg.task} from epoch {start}/{cfg.epochs}")
-    # variants leave some parameters unused (e.g. no-intraced's bases): DDP must not wait on them
-    net = DistributedDataParallel(model, find_unused_parameters=True) if dist.active else model
-    step = Stepper(net, model, optimizer, cfg, device, console)
-
-    streamed = [name for name, s in (("train", train), ("valid", valid)) if isinstance(s, StoreSplit)]
-    console.print(
-        f"train {cfg.task}: {mcfg.model}/{mcfg.variant}, {count_parameters(model):,} parameters, "
-        f"{len(train)} train / {len(valid)} valid samples on {device}"
-        + (f", {dist.world} processes" if dist.active else "")
-        + (f", {' and '.join(streamed)} streamed from the store" if streamed else "")
-    )
-    with progress_bar(console, unit="epoch") as progress:
-        task = progress.add_task(f"train {cfg.task}", total=cfg.epochs, completed=start)
-        for epoch in range(start, cfg.epochs):
-            if selection.exhausted(cfg.patience):
-                console.print(f"early stop: no improvement of valid {metric} for {cfg.patience} epochs")
-                break
-            lr = optimizer.param_groups[0]["lr"]
-            terms = train_epoch(step, train, cfg, epoch, dist, loading)
-            if scheduler is not None:
-                scheduler.step()
-            n, seconds = terms.pop("n"), terms.pop("seconds")
-            val = predict(model, valid, cfg.batch_size, device, workers=cfg.loader_workers)
-            score = float(compute_metrics(val, store.target, store.num_classes)[metric])
-            selection.update(score, epoch + 1, model)
-            row = {"epoch": epoch + 1, "train_loss": terms.pop("loss")}
-            row.update({f"train_{k}": v for k, v in terms.items()})
-            row.update({"valid_loss": val.loss, f"valid_{metric}": score, "lr": lr})
-            row.update({"seconds": round(seconds, 4), "samples_per_s": round(n / seconds, 2)})
-            history.append(row)
-            if dist.main:
-                write_history(out / HISTORY, history)
-                save_checkpoint(out / CHECKPOINT, epoch + 1, model, optimizer, scheduler, selection, history)
-            barrier(dist)
-            progress.update(
-                task,
-                advance=1,
-                description=f"train {cfg.task} loss {row['train_loss']:.3f} valid {metric} {score:.3f}",
-            )
-            if after_epoch is not None:
-                after_epoch(epoch + 1)
-
-    if selection.best_state is None:
-        raise DataError(out, f"no epoch produced a finite valid {metric}")
-    if dist.main:
-        meta = {
-            "model_config": dataclasses.asdict(mcfg),
-            "train_config": option_values(cfg),
-            "stats": stats.as_lists(),
-            "store": str(store.path),
-            "metric": metric,
-            "best_epoch": selection.best_epoch,
-            "best_score": selection.best_score,
-            "parameters": count_parameters(model),
-            "processes": dist.world,
-        }
-        valid_batches = (b.to(device) for b in batches(valid, cfg.batch_size, **loading))
-        write_outputs(out, model, selection, history, valid_batches, meta)
-    return {"best_epoch": selection.best_epoch, f"valid_{metric}": selection.best_score, "epochs_run": len(history)}
+    """Train one run into ``out``, resuming from ``out/last.pt`` when that is this run's
+    (``run_key``: the train output's key); return its summary. ``provenance`` (the data the
+    run was trained on: ``stages.train``) goes into model.json."""
+    run = TrainingRun(cfg, store, out, dist, console, run_key, provenance or {})
+    run.restore()
+    run.train(after_epoch)
+    return run.finish()
 
 
 def write_outputs(
@@ -454,11 +441,11 @@ def write_outputs(
     save_trained(out, model, selection.best_state, meta)
     write_history(out / HISTORY, history)  # also when a redone output resumed past its last epoch
     model.load_state_dict(selection.best_state)
-    (out / DIAGNOSTICS).write_text(json.dumps(mechanism_diagnostics(model, valid_batches), indent=2))
+    atomic_write_text(out / DIAGNOSTICS, json.dumps(mechanism_diagnostics(model, valid_batches), indent=2))
     timing = {
         "epochs_run": len(history),
         "processes": meta["processes"],
         "mean_epoch_seconds": sum(r["seconds"] for r in history) / len(history),
         "mean_samples_per_s": sum(r["samples_per_s"] for r in history) / len(history),
     }
-    (out / TIMING).write_text(json.dumps(timing, indent=2))
+    atomic_write_text(out / TIMING, json.dumps(timing, indent=2))
