@@ -1,4 +1,6 @@
-"""The staged cache: keys, reuse, invalidation, force, atomic completion and the lock."""
+"""The staged cache: keys, reuse, invalidation, force, atomic completion and the lock; the
+stages do the work once for concurrent callers; the damaged outputs of a workspace are
+found, on reuse or with --verify, and redone from what is intact."""
 
 from __future__ import annotations
 
@@ -6,12 +8,29 @@ import hashlib
 import json
 import multiprocessing as mp
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+from workspace import (
+    QUICK,
+    TRAIN,
+    clcr,
+    error_line,
+    extract_cfg,
+    extract_dir,
+    kept,
+    snapshot,
+    train_dir,
+)
 
 from clcr_cli.cache import MANIFEST, StageDir, StageKey, atomic_write_text, list_outputs
+from clcr_cli.config import AblateConfig, EvalConfig, NoiseConfig, train_config
 from clcr_cli.errors import ClcrError
+from clcr_cli.pipeline import ablate as run_ablate
+from clcr_cli.pipeline import noise as run_noise
+from clcr_cli.stages.evaluate import run_eval
 
 
 def key(**params) -> StageKey:
@@ -310,3 +329,117 @@ def test_stage_folders_are_named_by_plain_names_only(tmp_path: Path):
         with pytest.raises(ClcrError, match="cannot name a extract output folder"):
             StageDir(tmp_path, StageKey("extract", 1, bad, {}))
     assert is_folder_name("synth-reg") and is_folder_name("my_data.v2")
+
+
+# --- the stages do the work once for concurrent callers ----------------------------------------
+
+
+def _slowed(monkeypatch, module, name: str) -> list[int]:
+    """Replace ``module.name`` by a slower version that counts its calls."""
+    calls: list[int] = []
+    original = getattr(module, name)
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        time.sleep(2)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, slow)
+    return calls
+
+
+def _twice_at_once(run):
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda _: run(), range(2)))
+
+
+def test_concurrent_eval_ablate_and_noise_do_the_work_once(workdir: Path, trained: Path, monkeypatch):
+    from clcr_cli.stages import ablate, evaluate, noise
+
+    quiet = Console(quiet=True)
+    calls = _slowed(monkeypatch, evaluate, "evaluate")
+    first, second = _twice_at_once(lambda: run_eval(trained, EvalConfig(split="valid"), console=quiet))
+    assert len(calls) == 1 and first == second
+    base = train_config({}, {"task": "synth", **QUICK})
+    calls = _slowed(monkeypatch, ablate, "write_tables")
+    cfg = AblateConfig(variants=("full",), split="valid")
+    first, second = _twice_at_once(lambda: run_ablate(base, extract_cfg(), cfg, workdir, console=quiet))
+    assert len(calls) == 1 and first == second
+    calls = _slowed(monkeypatch, noise, "sweep")
+    cfg = NoiseConfig(sigmas=(0.0, 1.0), noise_seeds=(7,), models=("clcr",), modality="all", split="valid")
+    first, second = _twice_at_once(lambda: run_noise(base, extract_cfg(), cfg, workdir, console=quiet))
+    assert len(calls) == 1 and first == second
+
+
+# --- the damaged outputs of a workspace, through the command line -------------------------------
+
+
+def test_a_truncated_store_is_corrupt_and_redone_not_reused(ws: Path):
+    out = extract_dir(ws)
+    store = out / "features.h5"
+    original = store.read_bytes()
+    store.write_bytes(original[: len(original) // 2])
+    runs = {k: v for k, v in snapshot(ws / "data").items() if k.startswith("train")}
+    status = clcr("status", "--workdir", ws / "data")
+    assert status.exit_code == 0
+    problem = f"features.h5: {len(original) // 2:,} bytes, the manifest says {len(original):,}"
+    assert f"corrupt {out}: {problem}" in status.output.replace("\n", "")
+    assert clcr("status", "--workdir", ws / "data", "--verify").exit_code == 1
+    result = clcr("extract", "--config", ws / "c.toml", "--workdir", ws / "data")
+    assert result.exit_code == 0, result.output
+    assert f"redoing extract synth ({out.name.split('-')[-1]}), its output is damaged: {problem}" in result.output
+    assert store.stat().st_size > len(original) // 2
+    assert clcr("status", "--workdir", ws / "data", "--verify").exit_code == 0
+    assert {k: v for k, v in snapshot(ws / "data").items() if k.startswith("train")} == runs
+
+
+def test_garbage_weights_are_redone_from_the_checkpoint(ws: Path):
+    run = train_dir(ws)
+    weights = (run / "model.safetensors").read_bytes()
+    metrics = json.loads(next((run / "eval").rglob("metrics.json")).read_text())["metrics"]
+    (run / "model.safetensors").write_bytes(b"garbage")
+    store = snapshot(ws / "data" / "extract")
+    result = clcr("eval", "--config", ws / "c.toml", "--workdir", ws / "data", *TRAIN)
+    assert result.exit_code == 0, result.output
+    assert "redoing train synth" in result.output and "model.safetensors: 7 bytes" in result.output
+    assert (run / "model.safetensors").read_bytes() == weights  # resumed from the intact last.pt
+    assert json.loads(next((run / "eval").rglob("metrics.json")).read_text())["metrics"] == metrics
+    assert snapshot(ws / "data" / "extract") == store
+
+
+def test_a_corrupt_extract_manifest_does_not_stop_train(ws: Path):
+    out = extract_dir(ws)
+    (out / "manifest.json").write_text("{not json")
+    runs = {k: v for k, v in snapshot(ws / "data").items() if k.startswith("train")}
+    result = clcr("train", "--config", ws / "c.toml", "--workdir", ws / "data", *TRAIN)
+    assert result.exit_code == 0, result.output
+    assert f"redoing extract synth ({out.name.split('-')[-1]}), its output is damaged: manifest.json: unreadable" in result.output
+    assert "reusing train synth" in result.output
+    assert {k: v for k, v in snapshot(ws / "data").items() if k.startswith("train")} == runs
+
+
+def test_a_corrupt_params_json_keeps_the_output_in_status(ws: Path):
+    run = train_dir(ws)
+    (run / "params.json").write_text("garbage")
+    before = snapshot(ws)
+    result = clcr("status", "--workdir", ws / "data", "--stage", "train")
+    assert result.exit_code == 0
+    assert f"synth   │ {run.name.split('-')[-1]} │ corrupt" in result.output
+    assert f"corrupt {run}: params.json:" in result.output.replace("\n", "")
+    assert snapshot(ws) == before
+
+
+def test_a_damaged_store_is_one_line_when_read(ws: Path):
+    store = extract_dir(ws) / "features.h5"
+    data = bytearray(store.read_bytes())
+    for start in range(len(data) // 10, len(data) - 4096, len(data) // 10):
+        data[start : start + 4096] = b"\xa5" * 4096  # the size stays
+    store.write_bytes(bytes(data))
+    before = snapshot(ws)
+    result = clcr("eval", "--run", train_dir(ws), "--workdir", ws / "data", "--split", "train")
+    line = error_line(result)
+    assert line.startswith(f"error: {store}: ") and "the file is damaged" in line
+    assert kept(before, ws)
+    verify = clcr("status", "--workdir", ws / "data", "--verify")
+    assert verify.exit_code == 1
+    assert f"corrupt {extract_dir(ws)}: features.h5: content differs from its recorded sha256" in verify.output

@@ -1,11 +1,14 @@
-"""The extract stage: caching, kill-and-resume, and bad input (on small generated data)."""
+"""The extract stage on small generated data: caching, kill-and-resume, shards, bad input,
+a key that follows the content of the data, and a full disk."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -15,7 +18,8 @@ import h5py
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
+from workspace import clcr, error_line, extract_dir, kept, snapshot, temporaries
 
 from clcr_cli.cli import app
 from clcr_cli.config import extract_config
@@ -271,3 +275,107 @@ def _shard_then_sigkill(workdir: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     run_extract(extract_config({}, SMALL), Path(workdir), shard=(0, 1), after_part=after_part)
+
+
+# --- the key follows the content of the data (through a user's manifest) -------------------------
+
+
+def write_dataset(folder: Path, n: int = 8) -> Path:
+    """A manifest of ``n`` samples, each a .wav, a .png and a .txt transcript."""
+    folder.mkdir()
+    rows = []
+    for i in range(n):
+        tone = 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * np.arange(4000) / 16000)
+        sf.write(folder / f"a{i}.wav", tone, 16000)
+        cv2.imwrite(str(folder / f"i{i}.png"), np.full((8, 8, 3), 25 * i, np.uint8))
+        (folder / f"t{i}.txt").write_text(f"sample number {i}")
+        rows.append([f"s{i}", ["train", "train", "valid", "test"][i % 4], ["cat", "dog"][i % 2],
+                     f"a{i}.wav", f"i{i}.png", f"t{i}.txt"])
+    with open(folder / "data.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["id", "split", "label", "audio", "image", "text"], *rows])
+    return folder / "data.csv"
+
+
+def extract_manifest(manifest: Path, workdir: Path, *extra: str) -> Result:
+    return clcr("extract", "--dataset", "pets", "--manifest", manifest, "--workdir", workdir,
+                "--frame-size", "8", "--max-seconds", "0.25", *extra)
+
+
+def test_an_edited_manifest_is_extracted_again_and_the_old_output_kept(tmp_path: Path):
+    manifest = write_dataset(tmp_path / "pets")
+    workdir = tmp_path / "data"
+    first = extract_manifest(manifest, workdir)
+    assert first.exit_code == 0 and "extracted pets: 8 samples" in first.output
+    before = snapshot(workdir)
+    rows = list(csv.reader(manifest.open()))
+    header, body = rows[0], [[*r[:2], {"cat": "dog", "dog": "cat"}[r[2]], *r[3:]] for r in rows[1:-1]]
+    with open(manifest, "w", newline="") as fh:  # every label flipped, the last row dropped
+        csv.writer(fh).writerows([header, *body])
+    second = extract_manifest(manifest, workdir)
+    assert second.exit_code == 0, second.output
+    assert "extracted pets: 7 samples" in second.output and "reusing" not in second.output
+    new_store = Path(second.stdout.strip())
+    with h5py.File(new_store) as f:
+        assert [x.decode() for x in f["meta/id"][()]] == [f"s{i}" for i in range(7)]
+        assert f["meta/label"][()].tolist() == [float(1 - i % 2) for i in range(7)]
+    assert kept(before, workdir)
+    again = extract_manifest(manifest, workdir)
+    assert "reusing extract pets" in again.output and Path(again.stdout.strip()) == new_store
+
+
+def test_a_transcript_edited_to_the_same_size_and_time_is_a_new_key(tmp_path: Path):
+    manifest = write_dataset(tmp_path / "pets")
+    workdir = tmp_path / "data"
+    first = extract_manifest(manifest, workdir)
+    before = snapshot(workdir)
+    transcript = manifest.parent / "t3.txt"
+    stat = transcript.stat()
+    transcript.write_text("sample number 8")
+    os.utime(transcript, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = extract_manifest(manifest, workdir)
+    assert second.exit_code == 0 and "extracted pets" in second.output
+    assert second.stdout.strip() != first.stdout.strip()
+    assert kept(before, workdir)
+
+
+def test_verify_inputs_knows_a_copy_without_modification_times(tmp_path: Path):
+    manifest = write_dataset(tmp_path / "pets")
+    first = extract_manifest(manifest, tmp_path / "data", "--verify-inputs")
+    assert first.exit_code == 0 and "extracted pets: 8 samples" in first.output
+    before = snapshot(tmp_path / "data")
+    copy = shutil.copytree(manifest.parent, tmp_path / "copy", copy_function=shutil.copy)
+    for path in copy.iterdir():
+        os.utime(path, ns=(1, 1))
+    second = extract_manifest(copy / "data.csv", tmp_path / "data", "--verify-inputs")
+    assert second.exit_code == 0 and "reusing extract pets" in second.output
+    assert second.stdout == first.stdout
+    third = extract_manifest(copy / "data.csv", tmp_path / "data")  # by modification time: another key
+    assert third.exit_code == 0 and "extracted pets" in third.output and third.stdout != first.stdout
+    assert kept(before, tmp_path / "data")
+
+
+def test_a_copied_workspace_reuses_its_extraction(ws: Path, tmp_path: Path):
+    copy = shutil.copytree(ws, tmp_path / "copy", copy_function=shutil.copy)  # new modification times
+    before = snapshot(copy / "data")
+    result = clcr("extract", "--config", copy / "c.toml", "--workdir", copy / "data")
+    assert result.exit_code == 0, result.output
+    assert "reusing extract synth" in result.output
+    assert Path(result.stdout.strip()) == extract_dir(copy) / "features.h5"
+    assert snapshot(copy / "data") == before
+
+
+# --- a full disk ----------------------------------------------------------------------------------
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(ws: Path, monkeypatch):
+    before = snapshot(ws / "data")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", full)
+    result = clcr("extract", "--config", ws / "c.toml", "--workdir", ws / "data", "--n-mels", "32")
+    line = error_line(result)
+    assert line.startswith(f"error: {ws / 'data' / 'extract' / 'synth-'}") and line.endswith(": No space left on device")
+    assert temporaries(ws / "data") == []
+    assert kept(before, ws / "data")

@@ -1,94 +1,26 @@
-"""Modalities missing at random: the draws (training/presence.py), ``clcr noise
---missing-rate`` and ``clcr train --modality-dropout``."""
+"""``clcr noise --missing-rate``: modalities missing at random (the draws:
+tests/training/test_presence.py). Rate 0 is the clean evaluation and the curve falls; one
+modality missing at rate 1 is ``clcr eval --missing``; a baseline beside CLCR; the options
+are checked before any work and leave existing cache keys alone."""
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
+from workspace import read_csv
 
 from clcr_cli.cli import app
 from clcr_cli.config import EvalConfig, NoiseConfig, TrainConfig, key_options
 from clcr_cli.pipeline import noise as run_noise
-from clcr_cli.pipeline import train as run_train
 from clcr_cli.stages.evaluate import run_eval
-from clcr_cli.training.data import SplitData, batches
-from clcr_cli.training.presence import random_presence
-
-MODALITIES = ["text", "audio", "video"]
-IDS = [f"s{i:05d}" for i in range(3000)]
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def eval_metrics(run: Path, cfg: EvalConfig) -> dict[str, float]:
     """``clcr eval``'s metrics but the confusion matrix (curves.csv holds the rest)."""
     return {k: v for k, v in run_eval(run, cfg)["metrics"].items() if k != "confusion"}
-
-
-def _absent(present: dict[str, torch.Tensor]) -> np.ndarray:
-    return ~np.stack([present[m].numpy() for m in MODALITIES], 1)
-
-
-# --- the draws ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("rate", [0.3, 0.7, 0.95, 1.0])
-def test_a_sample_never_loses_every_modality(rate: float):
-    absent = _absent(random_presence(IDS, MODALITIES, rate, ("missing", 0)))
-    assert not absent.all(1).any()
-    if rate == 1.0:
-        assert (absent.sum(1) == 2).all()  # exactly one stays
-
-
-def test_rate_zero_keeps_everything_and_the_rate_is_met():
-    assert not _absent(random_presence(IDS, MODALITIES, 0.0, ("missing", 0))).any()
-    for rate in (0.1, 0.5):
-        absent = _absent(random_presence(IDS, MODALITIES, rate, ("missing", 0)))
-        expected = rate - rate**3 / 3  # the keep-one rule saves rate^3 / 3 (presence.py)
-        assert absent.mean() == pytest.approx(expected, abs=0.015)
-        assert absent.mean(0) == pytest.approx([expected] * 3, abs=0.03)  # each modality alike
-
-
-def test_draws_are_nested_across_rates_and_fixed_by_seed_and_id():
-    rates = (0.1, 0.3, 0.6, 0.9, 1.0)
-    absent = [_absent(random_presence(IDS, MODALITIES, r, ("missing", 1))) for r in rates]
-    for low, high in zip(absent, absent[1:], strict=False):
-        assert (high | ~low).all()  # absent at a rate: absent at every higher rate
-    again = _absent(random_presence(IDS, MODALITIES, 0.3, ("missing", 1)))
-    assert np.array_equal(again, absent[1])
-    other = _absent(random_presence(IDS, MODALITIES, 0.3, ("missing", 2)))
-    assert not np.array_equal(other, absent[1])
-    reordered = random_presence(IDS[::-1], MODALITIES, 0.3, ("missing", 1))  # order does not matter
-    assert np.array_equal(_absent(reordered)[::-1], absent[1])
-
-
-def test_only_the_droppable_modalities_go_missing():
-    present = random_presence(IDS, MODALITIES, 1.0, ("missing", 0), droppable=["text"])
-    assert not present["text"].any()  # one droppable modality: no keep-one rule needed
-    assert present["audio"].all() and present["video"].all()
-
-
-def test_batches_carry_each_samples_own_presence_through_a_shuffle():
-    n = 50
-    ids = IDS[:n]
-    split = SplitData(ids, {"a": torch.arange(n).float()[:, None, None]}, {"a": torch.ones(n, dtype=torch.long)},
-                      torch.zeros(n, dtype=torch.long))
-    present = random_presence(ids, ["a", "b"], 0.5, "x", droppable=["a"])
-    seen = {}
-    for batch in batches(split, 8, generator=torch.Generator().manual_seed(0), present=present):
-        for row, p in zip(batch.inputs["a"][:, 0, 0].long().tolist(), batch.present["a"].tolist(), strict=True):
-            seen[row] = p
-    assert seen == dict(enumerate(present["a"].tolist()))
 
 
 def test_new_options_leave_existing_cache_keys_alone():
@@ -155,38 +87,3 @@ def test_cli_missing_sweep_compares_clcr_and_a_baseline(synth_run):
     assert {r["model"] for r in read_csv(out / "curves.csv")} == {"clcr", "late-fusion"}
     params = json.loads((out / "params.json").read_text())["params"]
     assert params["noise"]["missing_rates"] == [0.0, 0.5]
-
-
-# --- training with modality dropout -----------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_modality_dropout_trains_and_loses_less_when_a_modality_is_missing(synth_run, monkeypatch):
-    from clcr_cli.training import loop
-
-    draws = []
-
-    def recorded(ids, modalities, rate, seed, droppable=None):
-        present = random_presence(ids, modalities, rate, seed, droppable)
-        draws.append((rate, seed, present))
-        return present
-
-    monkeypatch.setattr(loop, "random_presence", recorded)
-    cfg = dataclasses.replace(synth_run.train, modality_dropout=0.5)
-    robust = run_train(cfg, synth_run.extract, synth_run.workdir)
-    assert robust != synth_run.run
-    assert json.loads((robust / "params.json").read_text())["params"]["modality_dropout"] == 0.5
-    # one draw per epoch, each its own, every sample keeping a modality
-    assert [seed for _, seed, _ in draws] == [("modality_dropout", cfg.seed, e) for e in range(cfg.epochs)]
-    absent = np.stack([~np.stack([p[m].numpy() for m in p], 1) for _, _, p in draws])
-    assert not absent.all(2).any() and 0.35 < absent.mean() < 0.5  # 0.5 - 0.5^3/3 = 0.458
-    assert not np.array_equal(absent[0], absent[1])
-
-    def loss_increase(run: Path) -> float:
-        """How much the task loss grows when the modality the models lean on most is absent."""
-        return run_eval(run, EvalConfig(missing=("text",)))["loss"] - run_eval(run, EvalConfig())["loss"]
-
-    # A small seeded check (160 samples, 12 epochs). At this size neither model learns much
-    # from audio or video, so neither is accurate without text; what dropout buys is a model
-    # that expects missing inputs: its loss grows less (1.17 against 1.43 here).
-    assert loss_increase(robust) < loss_increase(synth_run.run) - 0.1

@@ -9,17 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+from workspace import read_csv
 
 from clcr_cli.cli import app
 from clcr_cli.config import EvalConfig, PredictConfig
 from clcr_cli.errors import ConfigError, DataError
 from clcr_cli.stages.evaluate import run_eval
 from clcr_cli.stages.predict import predict_run
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def _evaluated(run: Path, cfg: EvalConfig) -> dict[str, dict[str, str]]:
