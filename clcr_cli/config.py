@@ -93,7 +93,10 @@ class ExtractConfig:
     text_max_len: int = option(64, "Tokens per transcript (padded/truncated).", low=1)
     text_batch: int = option(32, "Transcripts per BERT forward pass.", key=False, low=1)
     sample_rate: int = option(16000, "Audio sample rate (Hz).", low=1)
-    audio_features: Literal["logmel", "mfcc", "logmel+mfcc"] = option("logmel", "Audio features.")
+    audio_features: Literal["logmel", "mfcc", "logmel+mfcc", "stft", "fbank", "spectrogram"] = option(
+        "logmel", "Audio features: logmel, mfcc, logmel+mfcc; or the audio-visual peers' spectrograms for a "
+        "ResNet18: stft (OGM-GE's CREMA-D log-STFT, 188 x 257), fbank (the KS Kaldi fbank, 1024 x --n-mels), "
+        "spectrogram (ARL's AVE log spectrogram, 1004 x 257).")
     n_mels: int = option(64, "Mel bands.", low=1)
     n_mfcc: int = option(20, "MFCC coefficients.", low=1)
     hop_length: int = option(160, "STFT hop (samples).", low=1)
@@ -102,6 +105,10 @@ class ExtractConfig:
     num_frames: int = option(8, "Video frames per clip.", low=1, high=1024)
     frame_size: int = option(112, "Frames are resized to SIZE x SIZE.", low=1, high=1024)
     fps: float | None = option(None, "Sample frames at this rate (capped at --num-frames); default: evenly spaced.", low=0.01)
+    flow: Literal["sampled", "native"] = option(
+        "sampled", "Optical flow (UCF101): sampled (between the sampled, resized frames) or native (at each "
+        "sampled time, from that frame to the next one of the decoded video, at its resolution).",
+        key=UNLESS_DEFAULT)
     part_size: int = option(32, "Samples per resumable part file.", low=1)
     on_error: Literal["fail", "skip"] = option("fail", "fail: stop at a bad sample; skip: record it in skipped.csv and go on.")
 
@@ -123,14 +130,31 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum.", low=0)
     weight_decay: float = option(1e-4, "Weight decay.", low=0)
     optimizer: Literal["sgd", "adamw"] = option("sgd", "Optimiser (paper: SGD).")
-    scheduler: Literal["none", "cosine", "warmup-cosine"] = option("none", "Learning-rate schedule, stepped per epoch.")
+    scheduler: Literal["none", "cosine", "warmup-cosine", "step"] = option("none", "Learning-rate schedule, stepped per epoch (step: StepLR, OGM-GE's).")
     warmup_epochs: int = option(0, "warmup-cosine: linear warmup epochs (at most epochs - 1), then cosine.", low=0)
+    step_size: int = option(70, "step: multiply the lr by --step-gamma every this many epochs (OGM-GE: 70).", low=1, key=UNLESS_DEFAULT)
+    step_gamma: float = option(0.1, "step: the factor (OGM-GE: 0.1).", low=0, key=UNLESS_DEFAULT)
     grad_clip: float = option(0.0, "Clip the gradient norm at this value (0: off).", low=0)
     patience: int = option(0, "Early stopping after this many epochs without improvement (0: off).", low=0)
     modality_dropout: float = option(
         0.0, "Drop each modality of a training sample with this probability, drawn anew each epoch "
         "(a sample keeps at least one).", low=0, high=1, key=UNLESS_DEFAULT)
     valid_fraction: float = option(0.1, "Share of train carved into valid where the store has no valid split.", low=0, high=1)
+    frame_view: int = option(
+        0, "Frames reach the model at SIZE x SIZE (0: as stored): in training a random resized crop "
+        "(and flip, with --augment), at evaluation a resize of the whole frame, as the audio-visual "
+        "peers feed 224-px frames.", low=0, high=1024, key=UNLESS_DEFAULT)
+    augment: bool = option(
+        False, "Training frames: RandomResizedCrop (scale 0.08-1) and a horizontal flip, drawn per frame, "
+        "sample and epoch from the seed (OGM-GE's); needs --frame-view.", key=UNLESS_DEFAULT)
+    encoder_weights: str | None = option(
+        None, "A local torchvision ResNet18 state dict (.pth, .pt, .safetensors) for the resnet18 "
+        "encoders, or modality=PATH,... (the path and the file's sha256 are part of the run's key).",
+        key=UNLESS_DEFAULT)
+    keep_test_best: bool = option(
+        False, "Also evaluate the test split after every epoch and keep the weights of the best test "
+        "epoch (model_test_best.safetensors), for `eval --select test-best`: an optimistic figure, as "
+        "OGM-GE, ARL and D&R report; the run's model is still the one chosen on valid.", key=UNLESS_DEFAULT)
     precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "Arithmetic precision (fp16: CUDA only).")
     compile: bool = option(False, "torch.compile the model (falls back to eager where unavailable).", key=False)
     stream_above_mb: float = option(2048.0, "A split larger than this (MiB) streams from HDF5 in batches.", key=False, low=0)
@@ -147,6 +171,10 @@ class EvalConfig:
     missing: tuple[str, ...] = option((), "Evaluate with this modality absent (repeatable).")
     # the flag --batch-size is train's: eval and its training share a command line
     batch_size: int = option(256, "Samples per evaluation batch.", low=1, flag="--eval-batch-size")
+    select: Literal["valid", "test-best"] = option(
+        "valid", "The weights evaluated: valid (the epoch chosen on the valid split) or test-best (the "
+        "best test epoch of a run trained with --keep-test-best: OPTIMISTIC, labelled so everywhere, "
+        "for a figure to put next to the peers' that report it).", key=UNLESS_DEFAULT)
 
 
 @dataclasses.dataclass

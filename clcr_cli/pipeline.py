@@ -25,10 +25,10 @@ from clcr_cli.config import AblateConfig, EvalConfig, ExtractConfig, NoiseConfig
 from clcr_cli.distributed import main_first, setup
 from clcr_cli.errors import ConfigError
 from clcr_cli.features.perturb import RawNoise
-from clcr_cli.runs import Extraction, latest_store
+from clcr_cli.runs import Extraction, latest_store, train_manifest
 from clcr_cli.runtime import resolve_device
 from clcr_cli.stages.ablate import run_ablate
-from clcr_cli.stages.evaluate import check_options, run_eval
+from clcr_cli.stages.evaluate import check_options, eval_key, run_eval
 from clcr_cli.stages.extract import run_extract
 from clcr_cli.stages.noise import run_noise
 from clcr_cli.stages.perturb import run_perturbed
@@ -68,8 +68,10 @@ def train(
     lock_timeout: float | None = None,
     after_epoch: Callable[[int], None] | None = None,
     check: Check | None = None,
+    announce: bool = False,
 ) -> Path:
-    """Train (or reuse, or resume) one run of ``cfg`` on its store (:func:`store_for`).
+    """Train (or reuse, or resume) one run of ``cfg`` on its store (:func:`store_for`);
+    ``announce``: say so when it has to train (``stages.train.run_train``).
 
     Under torchrun every rank calls this: rank 0 resolves (and if pinned, extracts) the
     store first, the others wait and then find it complete (``distributed.main_first``).
@@ -83,7 +85,7 @@ def train(
     # rank 0 extracts first; a failure on any rank ends every rank with its line
     store = main_first(dist, lambda: store_for(cfg.task, extract_cfg, workdir, device=device, console=console))
     return run_train(cfg, store, workdir, dist, force=force, console=console, lock_timeout=lock_timeout,
-                     after_epoch=after_epoch, check=check)
+                     after_epoch=after_epoch, check=check, announce=announce)
 
 
 def evaluate(
@@ -96,14 +98,23 @@ def evaluate(
     device: str = "auto",
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
-    """The ``metrics.json`` of every run: train outputs as given, or the runs of these train
-    options (trained first where needed, after the evaluation's options are checked)."""
+    """The ``metrics.json`` of every run, with ``train`` (the run folder evaluated, wherever
+    it lies now) and ``output`` (its evaluation's folder): train outputs as given, or the
+    runs of these train options (trained first where needed, with a note, after the
+    evaluation's options are checked)."""
     dirs = [
         r if isinstance(r, Path) else
-        train(r, extract_cfg, workdir, device=device, console=console, check=lambda s: check_options(cfg, s))
+        train(r, extract_cfg, workdir, device=device, console=console, check=lambda s: check_options(cfg, s),
+              announce=True)
         for r in runs
     ]
-    return [run_eval(d, cfg, force=force, device=device, console=console) for d in dirs]
+    results = []
+    for d in dirs:
+        result = run_eval(d, cfg, force=force, device=device, console=console)
+        result["train"] = str(d)
+        result["output"] = str(d / "eval" / f"{result['task']}-{eval_key(train_manifest(d), cfg).digest}")
+        results.append(result)
+    return results
 
 
 def ablate(

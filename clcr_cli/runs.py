@@ -29,9 +29,18 @@ from clcr_cli.cache import (
 from clcr_cli.config import ExtractConfig, non_default_options, options, resolve
 from clcr_cli.errors import ClcrError, ConfigError, DataError
 from clcr_cli.store import FeatureStore
-from clcr_cli.training.data import FeatureStats, Presence, SplitData, load_split, standardise
+from clcr_cli.training.data import (
+    FeatureStats,
+    Presence,
+    SplitData,
+    frame_views,
+    load_split,
+    standardise,
+)
 from clcr_cli.training.inference import (
     META_FILE,
+    TEST_BEST_FILE,
+    WEIGHTS_FILE,
     Predictions,
     compute_metrics,
     load_trained,
@@ -116,21 +125,64 @@ def _builtin() -> tuple[str, ...]:
     return tuple(LOADERS)
 
 
-def extract_config_of(store: FeatureStore) -> ExtractConfig:
-    """The extract options ``store`` was made with, from its ``settings`` attribute: every
-    option of its key, and where the data were found (recorded since this version; a store
-    without that record is taken to have used the default locations)."""
+def extract_config_from(settings: dict[str, Any], where: Path) -> ExtractConfig:
+    """The extract options recorded in ``settings`` (a store's ``settings`` attribute, or a
+    run's model.json ``extract``): every option of the extract key, and where the data were
+    found when recorded (``loader``; a store without it used the default locations). Options
+    added since, with their default left out of the key, may be absent (``UNLESS_DEFAULT``)."""
+    from clcr_cli.config import UNLESS_DEFAULT
     from clcr_cli.features.featurize import LOADER_OPTIONS
 
-    settings = store.settings
-    keyed = [name for name, f in options(ExtractConfig).items() if f.metadata.get("key", True)]
-    absent = [name for name in keyed if name not in settings]
+    fields = options(ExtractConfig)
+    keyed = [name for name, f in fields.items() if f.metadata.get("key", True)]
+    absent = [name for name in keyed if name not in settings and fields[name].metadata.get("key") != UNLESS_DEFAULT]
     if absent:
-        raise DataError(store.path, f"its settings lack {', '.join(absent)}: "
-                                    "extract it again with this version of clcr")
-    values = {name: settings[name] for name in keyed}
+        raise DataError(where, f"its settings lack {', '.join(absent)}: extract it again with this version of clcr")
+    values = {name: settings[name] for name in keyed if name in settings}
     values.update({k: v for k, v in settings.get("loader", {}).items() if k in LOADER_OPTIONS and v is not None})
-    return resolve(ExtractConfig, [(f"{store.path}: settings", values)])
+    return resolve(ExtractConfig, [(f"{where}: settings", values)])
+
+
+def extract_config_of(store: FeatureStore) -> ExtractConfig:
+    """The extract options ``store`` was made with (:func:`extract_config_from`)."""
+    return extract_config_from(store.settings, store.path)
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What a trained run reads and predicts: its modalities as stored (kind, source, shape),
+    its target and class names, and the extract options its inputs were made with."""
+
+    modalities: dict[str, Any]  # store.ModalityInfo by name
+    target: str
+    class_names: list[str]
+    extract: ExtractConfig
+    where: Path  # what they were read from, for errors
+
+
+def run_inputs(run: Path) -> RunInputs:
+    """A run's :class:`RunInputs`, from its own model.json (runs of this version: a copied run
+    folder is complete) or, for older runs, from the store of its workspace."""
+    from clcr_cli.store import ModalityInfo
+
+    meta_path = Path(run) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        meta = {}
+    data = meta.get("data") if isinstance(meta, dict) else None
+    if isinstance(data, dict) and isinstance(meta.get("extract"), dict):
+        try:
+            modalities = {m: ModalityInfo(m, i["kind"], i["source"], tuple(i["shape"]), i["dtype"])
+                          for m, i in data["modalities"].items()}
+            return RunInputs(modalities, str(data["target"]), list(data["class_names"]),
+                             extract_config_from(meta["extract"], meta_path), meta_path)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise DataError(meta_path, f"data: {type(exc).__name__}: {exc}") from None
+    store_path = train_store(Path(run), train_manifest(Path(run)))
+    with FeatureStore(store_path) as store:
+        return RunInputs(dict(store.modalities), store.target, list(store.class_names),
+                         extract_config_of(store), store_path)
 
 
 @dataclass(frozen=True)
@@ -259,15 +311,22 @@ class Loaded:
         self, batch_size: int, device: str, present: Presence | None = None, transform=None
     ) -> tuple[Predictions, dict[str, Any]]:
         """Predictions and metrics on the split; ``present`` marks modalities missing (for
-        every sample or per sample), ``transform`` perturbs each batch."""
-        pred = predict(self.model, self.split, batch_size, device, present=present, transform=transform)
+        every sample or per sample), ``transform`` perturbs each batch; frames are seen as the
+        run saw them at validation (``data.frame_views``)."""
+        pred = predict(self.model, self.split, batch_size, device, present=present, transform=transform,
+                       views=frame_views(self.meta.get("train_config", {})))
         return pred, compute_metrics(pred, self.target, len(self.class_names))
 
 
-def load_for_eval(train_dir: Path, split: str, device: str) -> Loaded:
-    """Load a trained model and the ``split`` of the store it was trained on."""
+def load_for_eval(train_dir: Path, split: str, device: str, select: str = "valid") -> Loaded:
+    """Load a trained model -- its weights chosen on valid, or with ``select="test-best"``
+    those of its best test epoch (``train --keep-test-best``) -- and the ``split`` of the
+    store it was trained on."""
     store_path = train_store(train_dir, train_manifest(train_dir))
-    model, meta, stats = load_trained(train_dir, device)
+    if select == "test-best" and not (train_dir / TEST_BEST_FILE).is_file():
+        raise ConfigError(f"--select test-best: {train_dir} was not trained with --keep-test-best "
+                          f"(it has no {TEST_BEST_FILE})")
+    model, meta, stats = load_trained(train_dir, device, TEST_BEST_FILE if select == "test-best" else WEIGHTS_FILE)
     with FeatureStore(store_path) as store:
         kinds = {m: info.kind for m, info in store.modalities.items()}
         data = standardise(load_split(store, split), stats, kinds)

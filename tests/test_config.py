@@ -52,6 +52,7 @@ MODEL_VALUES = {
     "frame_channels": (8, 16, 32),
     "tcn_kernel": 5,
     "reg_max_tokens": 1024,
+    "encoder": "resnet18",
 }
 DATA_FIELDS = {"modalities", "task", "num_classes"}
 STORE = SimpleNamespace(  # what model_config reads of a feature store
@@ -85,10 +86,10 @@ def test_every_model_setting_is_an_option():
 def test_every_model_option_is_settable_from_toml_and_set_and_lands_in_the_model(name, tmp_path: Path):
     value = MODEL_VALUES[name]
     config = tmp_path / "c.toml"
-    config.write_text(f'[train]\ntask = "cremad"\n\n[train.model]\n{name} = {toml_literal(value)}\n')
+    config.write_text(f'[train]\ntask = "mosi"\n\n[train.model]\n{name} = {toml_literal(value)}\n')
     from_toml = train_config(load_toml(config), {}, str(config))
-    from_set = train_config({}, {"task": "cremad"}, sets=parse_set([f"model.{name}={toml_literal(value)}"]))
-    bare_set = train_config({}, {"task": "cremad"}, sets=parse_set([f"{name}={toml_literal(value)}"]))
+    from_set = train_config({}, {"task": "mosi"}, sets=parse_set([f"model.{name}={toml_literal(value)}"]))
+    bare_set = train_config({}, {"task": "mosi"}, sets=parse_set([f"{name}={toml_literal(value)}"]))
     assert from_toml == from_set == bare_set
     assert getattr(from_toml.model, name) == value
     # everything else is the default

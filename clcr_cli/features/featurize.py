@@ -94,6 +94,32 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+PEER_SPECTROGRAMS = ("stft", "fbank", "spectrogram")  # features/spectrogram.py
+
+
+def _peer_spectrogram(y: np.ndarray, cfg: ExtractConfig) -> np.ndarray:
+    """The audio-visual peers' spectrograms (``features/spectrogram.py``), time-major."""
+    from clcr_cli.features.spectrogram import ave_spectrogram, kaldi_fbank, ogm_stft
+
+    if cfg.audio_features == "stft":
+        return ogm_stft(y, cfg.sample_rate)
+    if cfg.audio_features == "fbank":
+        return kaldi_fbank(y, cfg.sample_rate, num_mel_bins=cfg.n_mels)
+    return ave_spectrogram(y, cfg.sample_rate)
+
+
+def _native_flow(sample: Sample, cfg: ExtractConfig, noise: RawNoise | None) -> np.ndarray:
+    """``--flow native``: Farneback flow from each sampled frame to the next one of the video."""
+    from clcr_cli.features.flow import flow_to_uint8
+    from clcr_cli.features.native_flow import flow_at_sampled_times
+
+    if noise is not None:
+        raise ClcrError("noise --level raw: optical flow between native frames (--flow native) cannot be "
+                        "perturbed; extract with --flow sampled")
+    return flow_to_uint8(flow_at_sampled_times(sample.video, cfg.num_frames, cfg.frame_size, fps=cfg.fps,
+                                               window=sample.window))
+
+
 class Featurizer:
     """Turns samples into per-modality arrays with the shared extractors.
 
@@ -147,6 +173,8 @@ class Featurizer:
             y = load_audio(path, cfg.sample_rate, window=sample.window, max_seconds=cfg.max_seconds)
             if noise is not None:
                 y = noise.audio(y, sample.id)
+            if cfg.audio_features in PEER_SPECTROGRAMS:
+                return _peer_spectrogram(y, cfg)
             return audio_features(
                 y, cfg.sample_rate, cfg.audio_features, cfg.n_mels, cfg.n_mfcc, cfg.hop_length, cfg.n_fft
             )
@@ -155,6 +183,8 @@ class Featurizer:
 
             if sample.video is None:
                 raise DataError(self.root, f"sample {sample.id}: no video file")
+            if source == "flow" and cfg.flow == "native":
+                return _native_flow(sample, cfg, noise)
             frames = read_frames(
                 sample.video, cfg.num_frames, cfg.frame_size, fps=cfg.fps, window=sample.window,
                 perturb=None if noise is None else noise.frames(sample.id),

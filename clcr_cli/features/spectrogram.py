@@ -56,11 +56,12 @@ torchaudio computes in float32, we in float64: the two agree to float32 rounding
 global mean subtraction has no effect of its own (each frame's DC offset is removed
 anyway) and is kept for fidelity.
 
-**AVE in ARL/OGM-GE** (not computed here; for the record): OGM-GE's older
-``pre-processing/obtain_audio_spectrogram.py`` (commit a974f3c) and ARL's
+**AVE in ARL/OGM-GE** (:func:`ave_spectrogram`): OGM-GE's older
+``pre-processing/obtain_audio_spectrogram.py`` (commit a974f3c, lines 13-24) and ARL's
 ``Audio-1004-SE`` pickles (``dataset/AVEDataset.py`` lines 31, 93, 158) are
-``scipy.signal.spectrogram(np.tile(x, 10)[:160000], 22050, nperseg=512, noverlap=353)``,
-``log(S + 1e-7)``, standardised per clip: 257 x 1004.
+``scipy.signal.spectrogram(np.tile(x, 10)[:160000], 22050, nperseg=512, noverlap=353)``
+(scipy's default Tukey(0.25) window, density scaling), ``log(S + 1e-7)``, standardised
+per clip (mean and std of the whole image): 257 x 1004.
 """
 
 from __future__ import annotations
@@ -134,6 +135,26 @@ def ogm_stft(
     x = np.clip(np.tile(x, repeats)[:n], -1.0, 1.0)
     spectrum = librosa.stft(x, n_fft=OGM_N_FFT, hop_length=OGM_HOP, pad_mode=pad_mode)
     return np.log(np.abs(spectrum) + OGM_LOG_FLOOR).T.astype(np.float32)
+
+
+AVE_SAMPLES = 160_000  # 7.26 s at 22,050 Hz, after tiling the clip 10 times
+AVE_OVERLAP = 353
+
+
+def ave_spectrogram(y: np.ndarray, sample_rate: int, *, res_type: str = "soxr_hq") -> np.ndarray:
+    """ARL's / OGM-GE's AVE log spectrogram, time-major and standardised per clip: float32
+    ``(1004, 257)`` (module docstring), from the waveform as decoded at ``sample_rate``."""
+    import scipy.signal
+
+    x = _mono(np.asarray(y, dtype=np.float32), "mean").astype(np.float32, copy=False)
+    if x.size == 0:
+        raise ValueError("empty waveform")
+    if sample_rate != OGM_SAMPLE_RATE:
+        x = librosa.resample(x, orig_sr=sample_rate, target_sr=OGM_SAMPLE_RATE, res_type=res_type)
+    x = np.tile(x, max(10, math.ceil(AVE_SAMPLES / len(x))))[:AVE_SAMPLES]
+    _, _, spectrum = scipy.signal.spectrogram(x, OGM_SAMPLE_RATE, nperseg=OGM_N_FFT, noverlap=AVE_OVERLAP)
+    log = np.log(spectrum + OGM_LOG_FLOOR)
+    return ((log - log.mean()) / (log.std() + 1e-9)).T.astype(np.float32)
 
 
 def kaldi_mel_scale(freq: np.ndarray | float) -> np.ndarray | float:

@@ -43,10 +43,19 @@ class ModelConfig:
     regression_loss: Literal["l1", "mse"] = field(default="l1", metadata={"help": "Task loss of regression."})
     whitening: Literal["standardise", "full"] = field(default="standardise", metadata={"help": "Whitening of the regularisers' cross-correlation."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout rate."})
-    max_len: int = field(default=512, metadata={"help": "Most steps a sequence may have (positional table)."})
+    max_len: int = field(default=512, metadata={"help": "Rows of the positional table: at least this many; a store with longer sequences gets a table as long as its longest."})
+    encoder: str = field(default="stem", metadata={"help": "Audio and frame encoders: stem (small, the default) or resnet18 (the audio-visual peers'), for every such modality or per modality, e.g. audio=resnet18,video=resnet18.", "key": "unless-default"})
     frame_channels: tuple[int, int, int] = field(default=(16, 32, 64), metadata={"help": "Channels of the frame CNN's three stages."})
     tcn_kernel: int = field(default=3, metadata={"help": "Kernel size of the TCN stages (odd)."})
     reg_max_tokens: int = field(default=4096, metadata={"help": "Most tokens the token-level regularisers look at."})
+
+    def encoder_of(self, modality: str) -> str:
+        """The encoder of ``modality``: ``encoder`` when it is one name, else its entry in the
+        ``modality=name`` list (``stem`` where the list names it not)."""
+        if "=" not in self.encoder:
+            return self.encoder
+        named = dict(part.split("=", 1) for part in self.encoder.split(",") if part)
+        return named.get(modality, "stem")
 
     @property
     def shared_width(self) -> int:
@@ -145,6 +154,7 @@ class ModelConfig:
             raise ModelConfigError(f"tcn_kernel: must be odd, got {self.tcn_kernel}", ("tcn_kernel",))
         if not 0 <= self.dropout < 1:
             raise ModelConfigError(f"dropout: must lie in [0, 1), got {self.dropout}", ("dropout",))
+        self._validate_encoder()
         for spec in self.modalities:
             self._validate_spec(spec)
         values = sum(
@@ -158,6 +168,19 @@ class ModelConfig:
                 f"{MAX_ENCODER_VALUES:,} allowed",
                 ("d", "num_levels", "max_len"),
             )
+
+    def _validate_encoder(self) -> None:
+        """``encoder``: one of :data:`ENCODERS`, or ``modality=name`` pairs; text has none.
+        (Whether the named modalities exist is the data's to say: ``training.data.model_config``.)"""
+        parts = str(self.encoder).split(",") if "=" in str(self.encoder) else [f"={self.encoder}"]
+        pairs = [p.split("=", 1) if "=" in p else ("", "") for p in parts]
+        if any(name not in ENCODERS for _, name in pairs) or ("=" in str(self.encoder) and not all(m for m, _ in pairs)):
+            raise ModelConfigError(f"encoder: expected {' or '.join(ENCODERS)}, or modality=name,..., "
+                                   f"got {self.encoder!r}", ("encoder",))
+        text = [spec.name for spec in self.modalities if spec.kind == "levels" and self.encoder_of(spec.name) != "stem"]
+        if text and "=" in str(self.encoder):
+            raise ModelConfigError(f"encoder: {text[0]} is text (BERT levels), which takes no {self.encoder_of(text[0])}",
+                                   ("encoder",))
 
     def _encoder_input(self, spec: ModalitySpec) -> int:
         """The width each level's projection reads: stored levels as they are, else d."""
@@ -196,6 +219,7 @@ SIZE_BOUNDS = {
     "reg_max_tokens": (1, 1 << 20),
     "num_classes": (1, 100_000),
 }
+ENCODERS = ("stem", "resnet18")  # model/stems.py
 SPEC_BOUNDS = {"dim": (1, 16384), "num_levels_in": (1, 128), "max_steps": (0, 65536)}
 MAX_FRAME_CHANNELS = 1024
 MAX_MODALITIES = 16

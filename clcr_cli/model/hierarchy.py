@@ -11,10 +11,11 @@ positional term. Where ``Z_l`` comes from depends on the input kind (see batch.p
   wanted, we take L evenly spaced stored levels from the shallowest to the deepest
   (``round(linspace(0, K-1, L))``); for L = 1 the deepest, because the single level of a
   hierarchy-free model should carry the most task semantics. K < L is a configuration error.
-- ``"sequence"`` (log-mel, COVAREP, Facet): a per-step linear stem, then L residual TCN stages;
-  stage l's output is ``Z_l``.
-- ``"frames"`` (raw RGB): a cheap strided 2D CNN per valid frame, global-average-pooled to a
-  vector, then the same TCN stages.
+- ``"sequence"`` (log-mel, COVAREP, Facet, a spectrogram): a stem (``stems.py``: a per-step
+  linear map, or a ResNet18 over the whole spectrogram whose map's columns are the steps),
+  then L residual TCN stages; stage l's output is ``Z_l``.
+- ``"frames"`` (raw RGB, optical flow): a stem per frame (a cheap strided 2D CNN, or a
+  ResNet18), global-average-pooled to a vector per frame, then the same TCN stages.
 
 *Receptive fields that reach the sequence* (the paper: "three-stage TCN with increasing
 receptive fields -> local appearance / part structure / long-range scene context"). Stage l
@@ -22,7 +23,8 @@ averages its input over a centred window of ``D_l`` steps and then applies a ker
 convolution with dilation ``D_l``: its k taps read k adjacent windows, so the stage sees
 ``k * D_l`` contiguous steps (no aliasing gaps, unlike a bare dilated convolution). The
 dilations grow geometrically from ``D_1 = 1`` and are derived from the modality's longest
-sequence ``T`` (``ModalitySpec.max_steps``, the store's padded length): the deepest is the
+sequence ``T`` (``ModalitySpec.max_steps``, the store's padded length, as the stem leaves
+it: ``stems.stem_steps``): the deepest is the
 smallest that makes the stack's receptive field ``1 + sum_l (k D_l - 1) >= 2T - 1``, i.e. every
 step of the deepest level sees the whole clip on both sides. With an unknown ``T`` the
 dilations fall back to ``1, 2, 4, ...``. :func:`receptive_fields` gives each level's field.
@@ -41,6 +43,7 @@ from torch import Tensor, nn
 from clcr_cli.model.batch import Batch, ModalitySpec, step_mask
 from clcr_cli.model.config import ModelConfig
 from clcr_cli.model.errors import ModelConfigError
+from clcr_cli.model.stems import build_stem, stem_steps
 
 
 def select_levels(stored: int, wanted: int) -> list[int]:
@@ -53,45 +56,6 @@ def select_levels(stored: int, wanted: int) -> list[int]:
     if wanted == 1:
         return [stored - 1]
     return torch.linspace(0, stored - 1, wanted).round().long().tolist()
-
-
-class FrameStem(nn.Module):
-    """Per-frame strided CNN (stride 4, 2, 2) + global average pooling + linear to d.
-
-    GroupNorm (per frame) rather than BatchNorm keeps each frame independent of the others in
-    the batch, so padded frames cannot shift statistics (every frame is computed, padded ones
-    too; :meth:`forward` zeroes their outputs).
-    """
-
-    def __init__(self, in_channels: int, d: int, channels: tuple[int, int, int]) -> None:
-        super().__init__()
-        c1, c2, c3 = channels
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 7, stride=4, padding=3),
-            nn.GroupNorm(1, c1),
-            nn.GELU(),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1),
-            nn.GroupNorm(1, c2),
-            nn.GELU(),
-            nn.Conv2d(c2, c3, 3, stride=2, padding=1),
-            nn.GroupNorm(1, c3),
-            nn.GELU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(c3, d),
-        )
-
-    def forward(self, frames: Tensor, mask: Tensor) -> Tensor:
-        """frames (B, T, H, W, C) on 0..255 -> (B, T, d), zero on padded steps.
-
-        Every frame goes through the CNN (padded ones too: one batched call, no gather and
-        scatter of the valid frames); GroupNorm keeps frames independent, so padded frames
-        cannot change valid ones, and their outputs are zeroed.
-        """
-        b, t = frames.shape[:2]
-        pixels = frames.flatten(0, 1).float().div(255.0).permute(0, 3, 1, 2)  # (B T, C, H, W)
-        out = self.net(pixels.contiguous()).view(b, t, -1).float()  # autocast may give bf16/fp16
-        return out * mask[..., None]
 
 
 def stage_dilations(max_steps: int, num_levels: int, kernel: int) -> list[int]:
@@ -191,6 +155,7 @@ class SemanticHierarchyEncoder(nn.Module):
         dropout: float,
         frame_channels: tuple[int, int, int] = (16, 32, 64),
         tcn_kernel: int = 3,
+        encoder: str = "stem",
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -201,11 +166,8 @@ class SemanticHierarchyEncoder(nn.Module):
             self.stages = nn.ModuleList()
             in_dim = spec.dim
         elif spec.kind in ("sequence", "frames"):
-            if spec.kind == "sequence":
-                self.stem = nn.Linear(spec.dim, d)
-            else:
-                self.stem = FrameStem(spec.dim, d, frame_channels)
-            self.dilations = stage_dilations(spec.max_steps, num_levels, tcn_kernel)
+            self.stem = build_stem(spec.kind, encoder, spec.dim, d, frame_channels)
+            self.dilations = stage_dilations(stem_steps(self.stem, spec.max_steps), num_levels, tcn_kernel)
             self.stages = nn.ModuleList(
                 TemporalStage(d, dilation, tcn_kernel, dropout) for dilation in self.dilations
             )
@@ -227,8 +189,10 @@ class SemanticHierarchyEncoder(nn.Module):
                 )
             z = x[:, select_levels(x.shape[1], self.num_levels)].float()
         else:
-            sequence = kind == "sequence"
-            h = self.stem(x.float()) * mask[..., None] if sequence else self.stem(x, mask)
+            if isinstance(self.stem, nn.Linear):  # a sequence's features, step by step
+                h = self.stem(x.float()) * mask[..., None]
+            else:
+                h, mask = self.stem(x, mask)
             h = self.dropout(h)
             z = []
             for stage in self.stages:
@@ -283,6 +247,7 @@ def build_encoders(config: ModelConfig) -> nn.ModuleDict:
                 config.dropout,
                 config.frame_channels,
                 config.tcn_kernel,
+                config.encoder_of(spec.name),
             )
             for spec in config.modalities
         }

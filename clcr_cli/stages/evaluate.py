@@ -76,7 +76,7 @@ def run_eval(
 def evaluate(train_dir: Path, train: dict[str, Any], cfg: EvalConfig, device: str, out: Path) -> dict[str, Any]:
     """Evaluate the run in ``train_dir`` (``train``: its manifest) into ``out``: the
     predictions, the metrics and the mechanism weights. Returns the metrics' summary."""
-    loaded = load_for_eval(train_dir, cfg.split, device)
+    loaded = load_for_eval(train_dir, cfg.split, device, cfg.select)
     check_missing(cfg.missing, list(loaded.kinds))
     present = {m: m not in cfg.missing for m in loaded.kinds} if cfg.missing else None
     pred, metrics = loaded.predict(cfg.batch_size, device, present=present)
@@ -92,6 +92,10 @@ def evaluate(train_dir: Path, train: dict[str, Any], cfg: EvalConfig, device: st
         "variant": train["params"].get("variant"),
         "seed": train["params"].get("seed"),
         "num_samples": len(pred.ids),
+        # test-best: the weights of the best TEST epoch -- an optimistic figure (OGM-GE, ARL, D&R report it)
+        "selection": cfg.select,
+        "optimistic": cfg.select == "test-best",
+        "epoch": loaded.meta["test_best_epoch" if cfg.select == "test-best" else "best_epoch"],
         "metrics": metrics,
         "loss": pred.loss,
         "modalities": list(loaded.kinds),

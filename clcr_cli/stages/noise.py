@@ -105,7 +105,8 @@ def gaussian_noise(
     """A batch transform adding feature-scaled Gaussian noise to ``modalities``.
 
     Sequences arrive standardised (std 1 on the training split), so their scale is 1;
-    BERT levels and frames are scaled by their training std. Padded steps stay zero.
+    BERT levels, frames and the spectrograms a ResNet18 reads as stored are scaled by their
+    training std. Padded steps stay zero.
     """
 
     def transform(batch: Batch) -> Batch:
@@ -115,7 +116,7 @@ def gaussian_noise(
         for m in modalities:
             x = inputs[m].float()
             kind = kinds[m]
-            scale = torch.ones(()) if kind == "sequence" else stats.std[m]
+            scale = torch.ones(()) if stats.standardised(m, kind) else stats.std[m]
             if kind == "levels":  # std (K, D) -> broadcast over (B, K, T, D)
                 scale = scale[:, None, :]
             noise = torch.randn(x.shape, generator=generator) * scale * sigma

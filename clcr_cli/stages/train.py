@@ -33,13 +33,14 @@ from typing import Any
 
 from rich.console import Console
 
-from clcr_cli.cache import StageDir, StageKey, produce
+from clcr_cli.cache import StageDir, StageKey, canonical_json, produce
 from clcr_cli.config import TrainConfig, key_options
 from clcr_cli.distributed import Dist, agree, checked_barrier
 from clcr_cli.runs import store_sha256
 from clcr_cli.store import FeatureStore
 from clcr_cli.training.data import model_config
 from clcr_cli.training.loop import fit
+from clcr_cli.training.pretrained import weights_digest
 
 # 2: warmup-cosine is a schedule (version 1 trained it at a constant lr); history has lr
 # 3: the batched model (model/tokens.py): new parameter layout, no dropout on attention
@@ -50,7 +51,10 @@ TRAIN_VERSION = 3
 def train_key(cfg: TrainConfig, extract_digest: str) -> StageKey:
     """The cache key: the keyed options (the model's among the training's, by name) and the
     extraction's key."""
-    return StageKey("train", TRAIN_VERSION, cfg.task, key_options(cfg), {"extract": extract_digest})
+    inputs = {"extract": extract_digest}
+    if cfg.encoder_weights:  # the weights' content, as a dataset's enters the extract key
+        inputs["encoder_weights"] = canonical_json(weights_digest(cfg.encoder_weights))
+    return StageKey("train", TRAIN_VERSION, cfg.task, key_options(cfg), inputs)
 
 
 def provenance(store: FeatureStore) -> dict[str, Any]:
@@ -84,9 +88,11 @@ def run_train(
     lock_timeout: float | None = None,
     after_epoch: Callable[[int], None] | None = None,
     check: Callable[[FeatureStore], None] | None = None,
+    announce: bool = False,
 ) -> Path:
     """Run (or reuse, or resume) one training run on the store at ``store_path``; return
-    its output folder.
+    its output folder. ``announce``: say so when no complete run of these options exists
+    (an evaluation that was meant for a trained run trains one).
 
     ``dist`` says which process this is (``distributed.setup``): under torchrun every rank
     calls this, and rank 0 alone locks and completes. What needs only the store's metadata
@@ -103,6 +109,9 @@ def run_train(
             return StageDir(workdir, train_key(cfg, store.extract_key))
 
     stage = agree(dist, prepare)  # every rank checks; one rank's failure ends them all
+    if announce and not stage.is_complete():
+        console.print(f"[yellow]note:[/] no complete run of these train options in {workdir} ({stage.path.name}): "
+                      "training one now; `--run DIR` or `--latest` evaluates an existing run", soft_wrap=True)
     started = False
 
     def work() -> dict[str, Any]:

@@ -43,8 +43,10 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     selection: Selection,
     history: list[dict[str, Any]],
+    test_selection: Selection | None = None,
 ) -> None:
-    """``last.pt`` after ``epoch`` epochs of the run ``run_key``; a full disk is one line."""
+    """``last.pt`` after ``epoch`` epochs of the run ``run_key`` (``test_selection``: the best
+    test epoch's, for ``--keep-test-best``); a full disk is one line."""
     state = {
         "run_key": run_key,
         "epoch": epoch,
@@ -57,8 +59,20 @@ def save_checkpoint(
         "bad_epochs": selection.bad_epochs,
         "history": json.dumps(history),
     }
+    if test_selection is not None:
+        state.update({f"test_{k}": v for k, v in _selected(test_selection).items()})
     with atomic_path(path) as tmp, writing(path), open(tmp, "wb") as fh:
         torch.save(state, fh)  # to a file object: a full disk is then torch's OSError, not an abort
+
+
+def _selected(selection: Selection) -> dict[str, Any]:
+    return {"best_epoch": selection.best_epoch, "best_score": selection.best_score,
+            "best_state": selection.best_state, "bad_epochs": selection.bad_epochs}
+
+
+def _restore(selection: Selection, ckpt: dict[str, Any], prefix: str = "") -> None:
+    selection.best_epoch, selection.best_score = ckpt[f"{prefix}best_epoch"], ckpt[f"{prefix}best_score"]
+    selection.best_state, selection.bad_epochs = ckpt[f"{prefix}best_state"], ckpt[f"{prefix}bad_epochs"]
 
 
 def same_tensors(state: Any, model: nn.Module) -> bool:
@@ -105,6 +119,7 @@ def resume(
     device: str,
     epochs: int,
     metric: str,
+    test_selection: Selection | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Load the checkpoint at ``path``, if there is one, into the model, optimiser, schedule
     and selection: (epochs done, history so far). One this run did not write, or whose fields
@@ -115,7 +130,7 @@ def resume(
     ckpt = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(ckpt, dict):
         raise ForeignCheckpoint("not a checkpoint")
-    for name in ("model", "best_state"):  # a checkpoint written before the renames of model/clcr.py
+    for name in ("model", "best_state", "test_best_state"):  # written before the renames of model/clcr.py
         if isinstance(ckpt.get(name), dict):
             ckpt[name] = rename_legacy(ckpt[name])
     _check(ckpt, run_key, model, epochs, metric)
@@ -123,6 +138,9 @@ def resume(
     optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
-    selection.best_epoch, selection.best_score = ckpt["best_epoch"], ckpt["best_score"]
-    selection.best_state, selection.bad_epochs = ckpt["best_state"], ckpt["bad_epochs"]
+    _restore(selection, ckpt)
+    if test_selection is not None:
+        if "test_best_epoch" not in ckpt:
+            raise ForeignCheckpoint("it keeps no best test epoch (--keep-test-best)")
+        _restore(test_selection, ckpt, "test_")
     return ckpt["epoch"], json.loads(ckpt["history"])

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from clcr_cli.config import TrainConfig
 from clcr_cli.model import ModelConfig
 from clcr_cli.model.batch import Batch, ModalitySpec, step_mask
+from clcr_cli.model.errors import ModelConfigError
 from clcr_cli.store import KIND_TIME_AXIS, FeatureStore
 
 STATS_CHUNK = 64  # samples read per chunk when accumulating FeatureStats
@@ -56,7 +57,7 @@ def _standardised(
     """
     out = dict(inputs)
     for m, x in inputs.items():
-        if kinds[m] == "sequence":
+        if stats.standardised(m, kinds[m]):
             mask = step_mask(lengths[m], x.shape[1])[..., None]
             out[m] = ((x - stats.mean[m]) / stats.std[m]) * mask
     return out
@@ -101,6 +102,9 @@ class SplitData:
             {m: n[positions] for m, n in self.lengths.items()},
             None if self.target is None else self.target[positions],
         )
+
+    def __getitems__(self, positions: list[int]) -> Rows:
+        return self.rows(torch.as_tensor(positions, dtype=torch.long))
 
 
 class StoreSplit(Dataset):
@@ -174,15 +178,17 @@ S = TypeVar("S", SplitData, StoreSplit)
 class FeatureStats:
     """Per-feature mean and std over the valid steps of the training split.
 
-    Used to standardise sequence inputs and, by ``noise``, to scale Gaussian noise to
+    Used to standardise sequence inputs -- but the modalities in ``raw``, which the model
+    reads as stored (:func:`raw_modalities`) -- and, by ``noise``, to scale Gaussian noise to
     each feature's spread (sigma = 1 is noise as large as the feature's own std).
     """
 
     mean: dict[str, Tensor]
     std: dict[str, Tensor]
+    raw: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, split: Split, kinds: dict[str, str], chunk: int = STATS_CHUNK) -> FeatureStats:
+    def of(cls, split: Split, kinds: dict[str, str], chunk: int = STATS_CHUNK, raw: tuple[str, ...] = ()) -> FeatureStats:
         """Accumulated in float64 over chunks of ``chunk`` samples of the raw (not yet
         standardised) ``split``, so memory stays bounded: a :class:`StoreSplit` is read one
         chunk at a time. Both kinds of split give the same chunks, hence the same bits."""
@@ -206,16 +212,22 @@ class FeatureStats:
             mu = total / max(count, 1)
             var = (sq / max(count, 1) - mu * mu).clamp_min(0) * count / max(count - 1, 1)
             mean[m], std[m] = mu.float(), var.sqrt().clamp_min(1e-6).float()
-        return cls(mean, std)
+        return cls(mean, std, raw)
 
-    def as_lists(self) -> dict[str, dict[str, list]]:
-        return {m: {"mean": self.mean[m].tolist(), "std": self.std[m].tolist()} for m in self.mean}
+    def standardised(self, modality: str, kind: str) -> bool:
+        """Whether ``modality`` (of ``kind``) reaches the model standardised."""
+        return kind == "sequence" and modality not in self.raw
+
+    def as_lists(self) -> dict[str, dict[str, Any]]:
+        return {m: {"mean": self.mean[m].tolist(), "std": self.std[m].tolist(), **({"raw": True} if m in self.raw else {})}
+                for m in self.mean}
 
     @classmethod
-    def from_lists(cls, d: dict[str, dict[str, list]]) -> FeatureStats:
+    def from_lists(cls, d: dict[str, dict[str, Any]]) -> FeatureStats:
         return cls(
             {m: torch.tensor(v["mean"]) for m, v in d.items()},
             {m: torch.tensor(v["std"]) for m, v in d.items()},
+            tuple(m for m, v in d.items() if v.get("raw") is True),
         )
 
 
@@ -281,13 +293,29 @@ def modality_specs(store: FeatureStore) -> tuple[ModalitySpec, ...]:
 
 def model_config(cfg: TrainConfig, store: FeatureStore) -> ModelConfig:
     """The model ``cfg`` asks for, completed with what the data decides: the store's
-    modalities, its task and its number of classes."""
+    modalities, its task and its number of classes, and a positional table as long as
+    the store's longest sequence where ``max_len`` is shorter (KS's 1,024 fbank frames, a
+    10 s clip's 1,001 log-mel frames). An ``encoder`` entry naming no modality of the
+    store is a ModelConfigError."""
+    specs = modality_specs(store)
+    named = [part.split("=", 1)[0] for part in cfg.model.encoder.split(",") if "=" in part]
+    unknown = [m for m in named if m not in store.modalities]
+    if unknown:
+        raise ModelConfigError(f"encoder: no modality {unknown[0]!r} in {store.path} "
+                               f"(its modalities are {', '.join(store.modalities)})", ("encoder",))
     return dataclasses.replace(
         cfg.model,
-        modalities=modality_specs(store),
+        modalities=specs,
         task=store.target,  # type: ignore[arg-type]
         num_classes=max(store.num_classes, 1),
+        max_len=max([cfg.model.max_len, *(spec.max_steps for spec in specs)]),
     )
+
+
+def raw_modalities(mcfg: ModelConfig) -> tuple[str, ...]:
+    """The sequence modalities that reach the model as stored, not standardised: the
+    spectrograms a ResNet18 reads, which the peers feed it as they are (``stems.py``)."""
+    return tuple(s.name for s in mcfg.modalities if s.kind == "sequence" and mcfg.encoder_of(s.name) == "resnet18")
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator | None = None) -> list[Tensor]:
@@ -302,6 +330,56 @@ def _as_is(rows: Rows) -> Rows:
     return rows
 
 
+@dataclass(frozen=True)
+class FrameViews:
+    """What the model sees of stored frames: ``size`` x ``size`` views (``features/augment.py``).
+
+    With an ``epoch`` (training) and ``augment``: torchvision's RandomResizedCrop and a
+    horizontal flip, drawn per frame -- as OGM-GE draws them -- from (seed, epoch, sample id),
+    so a resumed, streamed or multi-process run draws the same views; without (evaluation, or
+    no ``augment``): the whole frame resized, as the peers' ``Resize((224, 224))``. Optical
+    flow (2 channels) is only resized: a flip would have to negate its horizontal component.
+    """
+
+    size: int
+    augment: bool = False
+    seed: int = 0
+    epoch: int | None = None
+
+    def __call__(self, inputs: dict[str, Tensor], lengths: dict[str, Tensor], ids: list[str]) -> dict[str, Tensor]:
+        from clcr_cli.features.augment import eval_view, train_view, view_rng
+
+        out = dict(inputs)
+        for m, x in inputs.items():
+            if x.dim() != 5:  # frames only: (B, T, H, W, C)
+                continue
+            views = torch.zeros((*x.shape[:2], self.size, self.size, x.shape[-1]), dtype=x.dtype)
+            crop = self.augment and self.epoch is not None and x.shape[-1] == 3
+            for i, sample_id in enumerate(ids):
+                frames = x[i, : int(lengths[m][i])].numpy()
+                if len(frames) == 0:
+                    continue
+                view = (train_view(frames, view_rng(self.seed, self.epoch, sample_id), self.size, per_frame=True)
+                        if crop else eval_view(frames, self.size, mode="resize"))
+                views[i, : len(view)] = torch.from_numpy(view)
+            out[m] = views
+        return out
+
+
+class ViewedSplit(Dataset):
+    """A split whose batches pass through :class:`FrameViews`, in the loader's worker."""
+
+    def __init__(self, split: Split, views: FrameViews) -> None:
+        self.split, self.views = split, views
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitems__(self, positions: list[int]) -> Rows:
+        inputs, lengths, target = self.split.__getitems__(positions)
+        return self.views(inputs, lengths, [self.split.ids[p] for p in positions]), lengths, target
+
+
 def batches(
     split: Split,
     batch_size: int,
@@ -309,21 +387,25 @@ def batches(
     present: Presence | None = None,
     workers: int = 0,
     pin_memory: bool = False,
+    views: FrameViews | None = None,
 ) -> Iterator[Batch]:
     """Mini-batches in a random order (with ``generator``) or in order (without).
 
     ``present[m]`` marks modality m as missing for every sample (False: ``eval
     --missing``) or per sample of the split (an (N,) bool tensor: ``noise
-    --missing-rate``, ``--modality-dropout``); a modality it does not name is present. A
-    streamed split is read by a ``DataLoader`` with ``workers`` processes (0: in this
-    one) and, with ``pin_memory``, into pinned memory; it has a generator of its own, so
-    it leaves torch's global RNG (dropout's) as it found it.
+    --missing-rate``, ``--modality-dropout``); a modality it does not name is present.
+    ``views`` turns stored frames into what the model sees (:class:`FrameViews`). A
+    streamed split, or one with views and ``workers``, is read by a ``DataLoader`` with
+    ``workers`` processes (0: in this one) and, with ``pin_memory``, into pinned memory;
+    it has a generator of its own, so it leaves torch's global RNG (dropout's) as it
+    found it.
     """
     order = batch_indices(len(split), batch_size, generator)
-    if isinstance(split, StoreSplit):
+    source: Dataset = split if views is None else ViewedSplit(split, views)
+    if isinstance(split, StoreSplit) or (views is not None and workers):
         parts: Iterator[Rows] = iter(
             DataLoader(
-                split,
+                source,
                 batch_sampler=[idx.tolist() for idx in order],
                 collate_fn=_as_is,
                 num_workers=workers,
@@ -332,10 +414,21 @@ def batches(
                 generator=torch.Generator(),
             )
         )
+    elif views is not None:
+        parts = (source.__getitems__(idx.tolist()) for idx in order)
     else:
         parts = (split.rows(idx) for idx in order)
     for idx, (inputs, lengths, target) in zip(order, parts, strict=True):
         yield Batch(inputs, lengths, target, None if present is None else _batch_presence(present, idx, inputs))
+
+
+def frame_views(cfg: Any, epoch: int | None = None) -> FrameViews | None:
+    """The views of a run's train options ``cfg`` (a TrainConfig or its model.json record:
+    ``frame_view``, ``augment``, ``seed``): of training epoch ``epoch``, or for evaluation;
+    None where frames reach the model as stored."""
+    get = cfg.get if isinstance(cfg, dict) else lambda name, default=None: getattr(cfg, name, default)
+    size = int(get("frame_view", 0) or 0)
+    return FrameViews(size, bool(get("augment", False)), int(get("seed", 0)), epoch) if size else None
 
 
 def _batch_presence(present: Presence, idx: Tensor, modalities: dict[str, Tensor]) -> dict[str, Tensor]:

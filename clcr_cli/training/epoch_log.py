@@ -31,7 +31,7 @@ def tensorboard_tag(column: str) -> str:
     ``valid_acc`` -> ``valid/acc``, ``train_participation_0`` -> ``participation/level_1``,
     ``valid_level_weight_2`` -> ``level_weights/level_3``, ``seconds`` -> ``time/seconds``."""
     split, _, name = column.partition("_")
-    if split in ("train", "valid"):
+    if split in ("train", "valid", "test"):
         for prefix, group in TERM_GROUPS.items():
             if name.startswith(prefix) and name[len(prefix):].isdigit():
                 return f"{group}/level_{int(name[len(prefix):]) + 1}"

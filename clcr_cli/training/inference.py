@@ -23,9 +23,10 @@ from clcr_cli.errors import DataError, writing
 from clcr_cli.metrics import classification_metrics, regression_metrics
 from clcr_cli.model import ModelConfig, build_model
 from clcr_cli.model.batch import Batch, ModalitySpec
-from clcr_cli.training.data import FeatureStats, Presence, Split, batches
+from clcr_cli.training.data import FeatureStats, FrameViews, Presence, Split, batches
 
 WEIGHTS_FILE = "model.safetensors"
+TEST_BEST_FILE = "model_test_best.safetensors"  # train --keep-test-best: the best test epoch's (optimistic)
 META_FILE = "model.json"
 
 
@@ -64,20 +65,22 @@ def predict(
     present: Presence | None = None,
     transform: Callable[[Batch], Batch] | None = None,
     workers: int = 0,
+    views: FrameViews | None = None,
 ) -> Predictions:
     """Evaluate ``model`` on ``split`` in order; ``transform`` may perturb each batch (noise),
     ``present`` mark modalities missing (see :func:`~clcr_cli.training.data.batches`).
 
     ``split`` is held in memory or streamed from the store (then read by ``workers`` loader
     processes). Outputs and losses stay on ``device`` until the end: one transfer, not one
-    per batch. A split without targets has no loss (NaN), only outputs.
+    per batch. A split without targets has no loss (NaN), only outputs. ``views``: what the
+    model sees of stored frames (``data.frame_views`` of the run's options).
     """
     model.eval()
     outputs, level_w, modality_w = [], [], []
     sums: dict[str, Tensor] = {}
     n = 0
     stream = batches(
-        split, batch_size, present=present, workers=workers, pin_memory=device.startswith("cuda")
+        split, batch_size, present=present, workers=workers, pin_memory=device.startswith("cuda"), views=views
     )
     for batch in stream:
         if transform is not None:
@@ -113,14 +116,17 @@ def compute_metrics(pred: Predictions, target: str, num_classes: int) -> dict[st
     return regression_metrics(pred.target, pred.predicted(target))
 
 
-def save_trained(folder: Path, model: nn.Module, state: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Weights as safetensors (never a pickled module) and everything else as JSON, each
-    written atomically; a full disk is one line."""
+def save_weights(path: Path, state: dict[str, Tensor]) -> None:
+    """A state dict as safetensors (never a pickled module), atomically; a full disk is one line."""
     from safetensors.torch import save_file
 
-    weights = folder / WEIGHTS_FILE
-    with atomic_path(weights) as tmp, writing(weights):
+    with atomic_path(path) as tmp, writing(path):
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+
+
+def save_trained(folder: Path, model: nn.Module, state: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """The selected weights (model.safetensors) and everything else as JSON (model.json)."""
+    save_weights(folder / WEIGHTS_FILE, state)
     atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2))
 
 
@@ -154,11 +160,13 @@ def read_meta(meta_path: Path) -> tuple[ModelConfig, dict[str, Any], FeatureStat
     return config, meta, FeatureStats.from_lists(stats)
 
 
-def load_trained(folder: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any], FeatureStats]:
+def load_trained(
+    folder: Path, device: str = "cpu", weights: str = WEIGHTS_FILE
+) -> tuple[nn.Module, dict[str, Any], FeatureStats]:
     """Rebuild a trained model from its folder: (model in eval mode, meta, feature stats).
-    ``model.json`` is checked first (:func:`read_meta`); weights that are not the model's
-    are a DataError naming ``model.safetensors``."""
-    meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
+    ``model.json`` is checked first (:func:`read_meta`); weights (``weights``: the run's, or
+    :data:`TEST_BEST_FILE`) that are not the model's are a DataError naming the file."""
+    meta_path, weights_path = folder / META_FILE, folder / weights
     for p in (meta_path, weights_path):
         if not p.is_file():
             raise DataError(p, "missing: the train output is incomplete (run `clcr train` again)")

@@ -59,13 +59,22 @@ from clcr_cli.training.data import (
     StoreSplit,
     batches,
     carve_valid,
+    frame_views,
     model_config,
     open_split,
+    raw_modalities,
     standardise,
 )
 from clcr_cli.training.epoch_log import HISTORY, LOG, EpochLog, RunLog, write_history
-from clcr_cli.training.inference import compute_metrics, predict, save_trained
+from clcr_cli.training.inference import (
+    TEST_BEST_FILE,
+    compute_metrics,
+    predict,
+    save_trained,
+    save_weights,
+)
 from clcr_cli.training.presence import random_presence
+from clcr_cli.training.pretrained import load_pretrained
 
 T = TypeVar("T")
 
@@ -104,6 +113,8 @@ def lr_scheduler(
     if cfg.scheduler == "warmup-cosine":
         factor = partial(warmup_cosine, warmup=cfg.warmup_epochs, epochs=cfg.epochs)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.step_gamma)
     return None
 
 
@@ -206,7 +217,8 @@ def train_epoch(
     t0 = time.perf_counter()
     seen = 0
     sums: dict[str, Tensor] = {}  # sample-weighted loss terms, on the device
-    for global_batch in batches(train, cfg.batch_size, generator=shuffle, present=present, **loading):
+    views = frame_views(cfg, epoch)
+    for global_batch in batches(train, cfg.batch_size, generator=shuffle, present=present, views=views, **loading):
         batch = shard(global_batch, dist).to(dist.device)
         out = step(batch)
         b = len(batch.target)
@@ -253,7 +265,9 @@ class Selection:
 # --- a run --------------------------------------------------------------------------------
 
 
-def _splits(cfg: TrainConfig, store: FeatureStore, console: Console) -> tuple[Split, Split, FeatureStats]:
+def _splits(
+    cfg: TrainConfig, store: FeatureStore, console: Console, raw: tuple[str, ...] = ()
+) -> tuple[Split, Split, FeatureStats]:
     """(train, valid, statistics): the splits standardised with the training statistics,
     held in memory or streamed; valid carved from train where the store has none."""
     kinds = {m: info.kind for m, info in store.modalities.items()}
@@ -264,7 +278,7 @@ def _splits(cfg: TrainConfig, store: FeatureStore, console: Console) -> tuple[Sp
         train_rows, valid_rows = carve_valid(train_rows, cfg.valid_fraction, cfg.seed)
         console.print(f"no valid split in the store: carved {len(valid_rows)} samples from train (seeded)")
     train = open_split(store, train_rows, cfg.stream_above_mb)
-    stats = FeatureStats.of(train, kinds)  # from the raw split, chunk by chunk
+    stats = FeatureStats.of(train, kinds, raw=raw)  # from the raw split, chunk by chunk
     train = standardise(train, stats, kinds)
     valid = standardise(open_split(store, valid_rows, cfg.stream_above_mb), stats, kinds)
     return train, valid, stats
@@ -275,7 +289,9 @@ def fresh_model(
 ) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
     """A new model (initialised from the run's seed), its optimiser and its schedule."""
     torch.manual_seed(cfg.seed)
-    model = build_model(mcfg).to(device)
+    model = build_model(mcfg)
+    load_pretrained(model, cfg.encoder_weights)
+    model = model.to(device)
     optimizer = make_optimizer(cfg, model)
     return model, optimizer, lr_scheduler(cfg, optimizer)
 
@@ -297,14 +313,26 @@ class TrainingRun:
         self.cfg, self.out, self.dist, self.run_key, self.provenance = cfg, out, dist, run_key, provenance
         self.device = dist.device
         self.log = RunLog(console, out / LOG if dist.main else None)
-        self.train_split, self.valid, self.stats = _splits(cfg, store, self.log)
-        self.loading = {"workers": cfg.loader_workers, "pin_memory": self.device.startswith("cuda")}
         self.mcfg = model_config(cfg, store)
+        self.train_split, self.valid, self.stats = _splits(cfg, store, self.log, raw_modalities(self.mcfg))
+        self.loading = {"workers": cfg.loader_workers, "pin_memory": self.device.startswith("cuda")}
         self.target, self.num_classes = store.target, store.num_classes
         self.metric, self.higher = primary_metric(store.target)
+        self.test = self._test_split(store) if cfg.keep_test_best else None
         self.model, self.optimizer, self.scheduler = fresh_model(cfg, self.mcfg, self.device)
-        self.selection = Selection(self.higher)
+        self.selection, self.test_selection = Selection(self.higher), self._test_selection()
         self.start, self.history = 0, []
+
+    def _test_split(self, store: FeatureStore) -> Split:
+        """``--keep-test-best``: the test split, standardised as valid is."""
+        rows = store.split_indices("test")
+        if len(rows) == 0:
+            raise DataError(store.path, "--keep-test-best: the store has no test split")
+        kinds = {m: info.kind for m, info in store.modalities.items()}
+        return standardise(open_split(store, rows, self.cfg.stream_above_mb), self.stats, kinds)
+
+    def _test_selection(self) -> Selection | None:
+        return Selection(self.higher) if self.test is not None else None
 
     def restore(self) -> None:
         """Resume from ``last.pt``; one that is damaged or not this run's (``training.checkpoint``)
@@ -312,7 +340,8 @@ class TrainingRun:
         checkpoint = self.out / CHECKPOINT
         try:
             self.start, self.history = resume(checkpoint, self.run_key, self.model, self.optimizer, self.scheduler,
-                                              self.selection, self.device, self.cfg.epochs, self.metric)
+                                              self.selection, self.device, self.cfg.epochs, self.metric,
+                                              self.test_selection)
         except Exception as exc:  # whatever a damaged file makes torch.load or a state dict raise
             what = "not this run's checkpoint" if isinstance(exc, ForeignCheckpoint) else "unreadable checkpoint"
             reason = _first_line(exc) if isinstance(exc, ForeignCheckpoint) else f"{type(exc).__name__}: {_first_line(exc)}"
@@ -321,7 +350,8 @@ class TrainingRun:
             if self.dist.main:
                 checkpoint.unlink()
             self.model, self.optimizer, self.scheduler = fresh_model(self.cfg, self.mcfg, self.device)
-            self.selection, self.start, self.history = Selection(self.higher), 0, []
+            self.selection, self.test_selection = Selection(self.higher), self._test_selection()
+            self.start, self.history = 0, []
         if self.start:
             self.log.print(f"resuming train {self.cfg.task} from epoch {self.start}/{self.cfg.epochs}")
 
@@ -333,12 +363,18 @@ class TrainingRun:
         if self.scheduler is not None:
             self.scheduler.step()
         n, seconds = terms.pop("n"), terms.pop("seconds")
-        val = predict(self.model, self.valid, cfg.batch_size, self.device, workers=cfg.loader_workers)
+        val = predict(self.model, self.valid, cfg.batch_size, self.device, workers=cfg.loader_workers,
+                      views=frame_views(cfg))
         score = float(compute_metrics(val, self.target, self.num_classes)[self.metric])
         self.selection.update(score, epoch + 1, self.model)
         row = {"epoch": epoch + 1, "train_loss": terms.pop("loss")}
         row.update({f"train_{k}": v for k, v in terms.items()})
         row.update({"valid_loss": val.loss, f"valid_{self.metric}": score, "lr": lr})
+        if self.test is not None:  # --keep-test-best: read test every epoch, as the peers do
+            test = predict(self.model, self.test, cfg.batch_size, self.device, workers=cfg.loader_workers,
+                           views=frame_views(cfg))
+            row[f"test_{self.metric}"] = float(compute_metrics(test, self.target, self.num_classes)[self.metric])
+            self.test_selection.update(row[f"test_{self.metric}"], epoch + 1, self.model)
         if val.level_weights is not None:
             row.update({f"valid_level_weight_{i}": float(w) for i, w in enumerate(val.level_weights)})
         row.update({"seconds": round(seconds, 4), "samples_per_s": round(n / seconds, 2)})
@@ -371,7 +407,7 @@ class TrainingRun:
                     epochs.record(self.history)
                     if dist.main:
                         save_checkpoint(self.out / CHECKPOINT, self.run_key, epoch + 1, model, self.optimizer,
-                                        self.scheduler, self.selection, self.history)
+                                        self.scheduler, self.selection, self.history, self.test_selection)
                     barrier(dist)
                     row = self.history[-1]
                     progress.update(task, advance=1, description=f"train {cfg.task} loss {row['train_loss']:.3f} "
@@ -400,7 +436,12 @@ class TrainingRun:
                     "parameters": count_parameters(self.model),
                     "processes": self.dist.world,
                 }
-                valid_batches = (b.to(self.device) for b in batches(self.valid, self.cfg.batch_size, **self.loading))
+                if self.test_selection is not None:  # optimistic, and labelled so wherever it is read
+                    meta["test_best_epoch"] = self.test_selection.best_epoch
+                    meta["test_best_score"] = self.test_selection.best_score
+                    save_weights(self.out / TEST_BEST_FILE, self.test_selection.best_state)
+                valid_batches = (b.to(self.device) for b in batches(self.valid, self.cfg.batch_size,
+                                                                     views=frame_views(self.cfg), **self.loading))
                 write_outputs(self.out, self.model, self.selection, self.history, valid_batches, meta)
             return {"best_epoch": self.selection.best_epoch, f"valid_{self.metric}": self.selection.best_score,
                     "epochs_run": len(self.history)}

@@ -131,3 +131,48 @@ def load_encoder_weights(path: Path, model: nn.Module) -> None:
         model.load_state_dict(adapted, strict=True)
     except RuntimeError as exc:  # adapt_state_dict checked keys and shapes: should not happen
         raise DataError(path, f"the model refused the weights ({_one_line(exc)})") from exc
+
+
+def weight_files(spec: str | None) -> dict[str, Path]:
+    """``--encoder-weights``: one PATH for every resnet18 encoder (key ``"*"``), or
+    ``modality=PATH,...``."""
+    if not spec:
+        return {}
+    if "=" not in spec:
+        return {"*": Path(spec).expanduser()}
+    return {m.strip(): Path(p.strip()).expanduser() for m, p in (part.split("=", 1) for part in spec.split(",") if part)}
+
+
+def weights_digest(spec: str | None) -> dict[str, str]:
+    """The sha256 of every file ``spec`` names, by its modality (or ``"*"``): what the train
+    key holds of the weights, so that another file at the same path is another run."""
+    from clcr_cli.cache import sha256_file
+
+    out = {}
+    for modality, path in weight_files(spec).items():
+        if not path.is_file():
+            raise DataError(path, "no such file (--encoder-weights)")
+        out[modality] = sha256_file(path)
+    return out
+
+
+def load_pretrained(model: nn.Module, spec: str | None) -> None:
+    """Load ``--encoder-weights`` into the model's ResNet18 trunks (``model.stems``); a file
+    for a modality without one, or a spec for a model without any, is a DataError."""
+    from clcr_cli.model.stems import resnet_trunks
+
+    files = weight_files(spec)
+    if not files:
+        return
+    trunks = resnet_trunks(model)
+    if not trunks:
+        raise DataError(next(iter(files.values())), "--encoder-weights given, but the model has no resnet18 "
+                                                    "encoder (--encoder resnet18)")
+    for modality, path in files.items():
+        if modality != "*" and modality not in trunks:
+            raise DataError(path, f"--encoder-weights {modality}=...: the model has no resnet18 encoder for "
+                                  f"{modality!r} (it has: {', '.join(trunks)})")
+    for modality, trunk in trunks.items():
+        path = files.get(modality, files.get("*"))
+        if path is not None:
+            load_encoder_weights(path, trunk)

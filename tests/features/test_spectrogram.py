@@ -235,3 +235,19 @@ def test_pad_or_cut():
     x = np.ones((3, 2), dtype=np.float32)
     assert pad_or_cut(x, 5).tolist() == [[1, 1]] * 3 + [[0, 0]] * 2
     assert pad_or_cut(x, 2).shape == (2, 2)
+
+
+def test_ave_spectrogram_is_arls_formula_time_major_and_standardised():
+    import scipy.signal
+
+    from clcr_cli.features.spectrogram import ave_spectrogram
+
+    rng = np.random.default_rng(0)
+    y = (0.1 * rng.standard_normal(22_050 * 3)).astype(np.float32)  # 3 s at 22,050 Hz: tiled 10 times
+    got = ave_spectrogram(y, 22_050)
+    _, _, s = scipy.signal.spectrogram(np.tile(y, 10)[:160_000], 22_050, nperseg=512, noverlap=353)
+    log = np.log(s + 1e-7)
+    expected = ((log - log.mean()) / log.std()).T
+    assert got.shape == (1004, 257) == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert abs(float(got.mean())) < 1e-4 and abs(float(got.std()) - 1) < 1e-3

@@ -24,7 +24,7 @@ EXTRACTION = "0123456789ab"
     [
         ("synth", {}, "3a2f367f5e9c"),
         ("synth", {"epochs": 3, "variant": "full-mix"}, "138639530e96"),
-        ("cremad", {}, "53c9201ae2f4"),
+        ("mosei", {}, "8e37e236bbb1"),  # (cremad's recipe became the peers' protocol since: issue 18)
         ("mosi", {"model": "late-fusion"}, "28f7593e9929"),
         ("fsdd-digits", {"participation": 0.5}, "d61e4e44714b"),
     ],
