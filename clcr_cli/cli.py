@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from clcr_cli.config import SECTIONS, coerce, command_configs, declared, flag, parse_set
 from clcr_cli.errors import ClcrError, ConfigError, DataError, environment_error
@@ -49,6 +49,36 @@ class OneLineErrors(TyperGroup):
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Each command with its whole first paragraph, wrapped (click cuts it at ~45 characters)."""
+        rows = [(name, (self.get_command(ctx, name).help or "").split("\n\n")[0].replace("\n", " "))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+class SectionedHelp(TyperCommand):
+    """``--help`` as plain text wrapped to the terminal, never cut: the options in one section
+    per panel (the command's own, then each config section's), flags shown as ``--x/--no-x``."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        panels: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                panels.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        for title, rows in panels.items():
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"clcr {version('clcr')}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     name="clcr",
@@ -57,18 +87,28 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's panels cut long option names and defaults at 80 columns
 )
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """CLCR (Cross-Level Semantic Collaborative Representation): cached, resumable stages."""
 
 # options of running a command, not of a stage
 Workdir = Annotated[Path, typer.Option("--workdir", help="Workspace folder for raw data, caches and results.")]
 ConfigFile = Annotated[
     Path | None,
-    typer.Option("--config", help=escape("TOML file with a table per stage ([extract], [train], [train.model], [eval], [ablate], [noise], [predict]); flags win.")),
+    typer.Option("--config", help="TOML file with a table per stage ([extract], [train], [train.model], [eval], [ablate], [noise], [predict]); flags win."),
 ]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda (auto: CUDA when present).")]
 Force = Annotated[bool, typer.Option("--force", help="Redo the stage even if a complete output is cached.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")]
 Seeds = Annotated[str | None, typer.Option("--seeds", help="Train one run per seed, e.g. 1,2,3 (reports mean and std).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (the output folder, its key, metrics where there are any) instead of text.")]
 SetTrain = Annotated[
     list[str] | None,
     typer.Option("--set", help="Any train option as KEY=VALUE (repeatable), e.g. --set lr=0.01 --set model.shared_dim=16."),
@@ -123,12 +163,13 @@ def _typer_option(section: str, path: str, f: dataclasses.Field, hint: Any) -> A
         decl, kind, default = decl if "/" in decl else f"{decl}/--no-{decl[2:]}", bool | None, str(default).lower()
     elif get_origin(_value_type(hint)) is tuple:  # repeatable, each value comma-separated
         kind, default = list[str] | None, ",".join(map(str, default or ()))
+    shown = "" if default in (None, "") else f"  [default: {default}]"
     option = typer.Option(
         decl,
-        help=escape(f.metadata["help"]),
+        help=f.metadata["help"] + shown,
         metavar=f"<{_metavar(hint)}>",
         rich_help_panel=f"{(within or [section])[0].capitalize()} options",
-        show_default=False if default in (None, "") else str(default),
+        show_default=False,
     )
     return Annotated[kind, option]
 
@@ -165,6 +206,24 @@ def with_options(*names: str, skip: tuple[str, ...] = ()) -> Callable[[Callable[
     return decorate
 
 
+def output_json(folder: Path, **extra: Any) -> dict[str, Any]:
+    """A stage output as JSON for ``--json``: stage, dataset, key, output folder and the
+    summary its manifest recorded (plus ``extra``)."""
+    import json
+
+    from clcr_cli.cache import MANIFEST
+
+    manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
+    return {"stage": manifest.get("stage"), "dataset": manifest.get("dataset"), "key": manifest.get("key"),
+            "output": str(folder), "summary": manifest.get("summary", {}), **extra}
+
+
+def echo_json(obj: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
 def _seeds(text: str | None, default: int) -> tuple[int, ...]:
     """``--seeds 1,2,3`` (default: the run's own seed)."""
     try:
@@ -179,13 +238,14 @@ def _seeds(text: str | None, default: int) -> tuple[int, ...]:
 # --- the commands -------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=SectionedHelp)
 @with_options("extract")
 def extract(
     given: Given,
     shard: Annotated[str | None, typer.Option(help="I/N: extract only every N-th part starting at I (0-based); join with --merge.")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Join the parts written by --shard runs (extracting nothing).")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any extract option as KEY=VALUE (repeatable).")] = None,
+    json_out: JsonOut = False,
     workdir: Workdir = Path("data"),
     config: ConfigFile = None,
     device: Device = "auto",
@@ -201,16 +261,20 @@ def extract(
             cfg, workdir, force=force, device=device, console=console,
             shard=None if shard is None else parse_shard(shard), merge_only=merge,
         )
-        typer.echo(str(store))
+        if json_out:
+            echo_json(output_json(store.parent if store.name.endswith(".h5") else store.parent, store=str(store)))
+        else:
+            typer.echo(str(store))
 
 
-@app.command()
+@app.command(cls=SectionedHelp)
 @with_options("train")
 def train(
     given: Given,
     seeds: Seeds = None,
     set_: SetTrain = None,
     nproc: Annotated[int, typer.Option(min=1, help="Train with N processes on this machine (torchrun + DDP).")] = 1,
+    json_out: JsonOut = False,
     workdir: Workdir = Path("data"),
     config: ConfigFile = None,
     device: Device = "auto",
@@ -229,18 +293,24 @@ def train(
         raise typer.Exit(launch(nproc, sys.argv[1:]))
     with user_errors(verbose):
         cfg = command_configs(config, given, parse_set(set_))
+        runs = []
         for seed in _seeds(seeds, cfg["train"].seed):
             run = dataclasses.replace(cfg["train"], seed=seed)
-            typer.echo(str(pipeline.train(run, cfg["extract"], workdir, force=force, device=device, console=console)))
+            runs.append(pipeline.train(run, cfg["extract"], workdir, force=force, device=device, console=console))
+            if not json_out:
+                typer.echo(str(runs[-1]))
+        if json_out:
+            echo_json({"runs": [output_json(r) for r in runs]})
 
 
-@app.command("eval")
+@app.command("eval", cls=SectionedHelp)
 @with_options("train", "eval")
 def evaluate(
     given: Given,
     seeds: Seeds = None,
     set_: SetTrain = None,
     run: Annotated[Path | None, typer.Option(help="Evaluate this train output folder instead.")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Evaluate the latest complete run of --task in --workdir (no train options to repeat).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
     workdir: Workdir = Path("data"),
     config: ConfigFile = None,
@@ -250,22 +320,25 @@ def evaluate(
 ) -> None:
     """Acc / F1 / MAE and the rest of the task's standard metrics; trains first if needed.
 
-    The train options name the run(s) evaluated, as they were given to `clcr train`."""
-    import json
-
+    The train options name the run(s) evaluated, as they were given to `clcr train` (when they
+    name no trained run, one is trained, and a note says so); --run DIR or --latest name one
+    directly."""
     from clcr_cli import pipeline
     from clcr_cli.metrics import mean_std
+    from clcr_cli.runs import latest_run
 
     with user_errors(verbose):
+        if run is not None and latest:
+            raise ConfigError("--run and --latest: give one")
         cfg = command_configs(config, given, parse_set(set_))
-        runs = [run] if run is not None else [
+        runs = [run] if run is not None else [latest_run(workdir, cfg["train"].task)] if latest else [
             dataclasses.replace(cfg["train"], seed=s) for s in _seeds(seeds, cfg["train"].seed)
         ]
         results = pipeline.evaluate(runs, cfg["extract"], cfg["eval"], workdir, force=force, device=device,
                                     console=console)
         summary = mean_std([r["metrics"] for r in results])
         if json_out:
-            typer.echo(json.dumps({"runs": results, "mean_std": summary}, indent=2))
+            echo_json({"runs": results, "mean_std": summary})
         else:
             _metrics_table(results, summary)
 
@@ -275,7 +348,8 @@ def _metrics_table(results: list[dict[str, Any]], summary: dict[str, tuple[float
 
     first = results[0]
     title = f"{first['task']} ({first['split']}"
-    title += f", missing {', '.join(first['missing'])})" if first["missing"] else ")"
+    title += f", missing {', '.join(first['missing'])}" if first["missing"] else ""
+    title += ", the best TEST epoch's weights: optimistic)" if first.get("optimistic") else ")"
     table = Table(title=title)
     table.add_column("metric")
     for r in results:
@@ -289,18 +363,19 @@ def _metrics_table(results: list[dict[str, Any]], summary: dict[str, tuple[float
         table.add_row(metric_label(name), *cells)
     Console().print(table)
     for r in results:
-        console.print(f"metrics: {Path(r['train'])}/eval")
+        console.print(f"metrics: {r['output']}")
 
 
 # ablate and noise choose the model and variant of each of their runs
 VARIED = ("model.model", "model.variant")
 
 
-@app.command()
+@app.command(cls=SectionedHelp)
 @with_options("train", "ablate", skip=VARIED)
 def ablate(
     given: Given,
     set_: SetTrain = None,
+    json_out: JsonOut = False,
     workdir: Workdir = Path("data"),
     config: ConfigFile = None,
     device: Device = "auto",
@@ -314,14 +389,15 @@ def ablate(
         cfg = command_configs(config, given, parse_set(set_))
         out = pipeline.ablate(cfg["train"], cfg["extract"], cfg["ablate"], workdir, force=force, device=device,
                               console=console)
-        typer.echo(str(out))
+        echo_json(output_json(out)) if json_out else typer.echo(str(out))
 
 
-@app.command()
+@app.command(cls=SectionedHelp)
 @with_options("train", "noise", skip=VARIED)
 def noise(
     given: Given,
     set_: SetTrain = None,
+    json_out: JsonOut = False,
     workdir: Workdir = Path("data"),
     config: ConfigFile = None,
     device: Device = "auto",
@@ -336,10 +412,10 @@ def noise(
         cfg = command_configs(config, given, parse_set(set_))
         out = pipeline.noise(cfg["train"], cfg["extract"], cfg["noise"], workdir, force=force, device=device,
                              console=console)
-        typer.echo(str(out))
+        echo_json(output_json(out)) if json_out else typer.echo(str(out))
 
 
-@app.command()
+@app.command(cls=SectionedHelp)
 @with_options("predict")
 def predict(
     given: Given,
@@ -386,7 +462,7 @@ def _predictions_table(result: Any) -> None:
     console.print(f"predictions: {result.out / 'predictions.csv'}")
 
 
-@app.command("config")
+@app.command("config", cls=SectionedHelp)
 def show_config(
     task: Annotated[str, typer.Option("--task", help="The task (dataset) whose options to print.")] = "synth",
     set_: SetTrain = None,
@@ -413,13 +489,17 @@ def show_config(
         typer.echo(effective_toml({"extract": extract_cfg, "train": train_cfg}, header), nl=False)
 
 
-@app.command()
-def report(workdir: Workdir = Path("data"), verbose: Verbose = False) -> None:
+@app.command(cls=SectionedHelp)
+def report(workdir: Workdir = Path("data"), json_out: JsonOut = False, verbose: Verbose = False) -> None:
     """Every result in the workspace on one page: <workdir>/report/report.{md,html}."""
     from clcr_cli.stages.report import run_report
 
     with user_errors(verbose):
-        typer.echo(str(run_report(workdir, console=console)))
+        out = run_report(workdir, console=console)
+        if json_out:
+            echo_json({"stage": "report", "output": str(out), "files": sorted(p.name for p in out.iterdir())})
+        else:
+            typer.echo(str(out))
 
 
 def _human_size(n: float) -> str:
@@ -440,14 +520,16 @@ def _human_age(seconds: float) -> str:
 STATES = {"complete": "[green]complete[/]", "partial": "[yellow]partial[/]", "corrupt": "[red]corrupt[/]"}
 
 
-@app.command()
+@app.command(cls=SectionedHelp)
 def status(
     workdir: Workdir = Path("data"),
     stage: Annotated[str | None, typer.Option(help="Only this stage (extract, train, ...).")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Check every file of every output against its recorded sha256 (reads them all); exit 1 if any is damaged.")] = False,
+    json_out: JsonOut = False,
     verbose: Verbose = False,
 ) -> None:
-    """List cached stage outputs: stage, dataset, key, state, size, age and options.
+    """List cached stage outputs: stage, dataset, key, state, size, age and options, grouped by
+    stage in pipeline order, the newest last.
 
     The state is complete, partial (being written, or killed: it resumes) or corrupt (a
     file missing, truncated or changed: the stage redoes it). The options column shows
@@ -464,6 +546,13 @@ def status(
             rows = [dataclasses.replace(r, state="corrupt", problem=problem)
                     if r.stage == "train" and r.complete and (problem := binding_problem(r.path, r.key)) else r
                     for r in rows]
+        order = {name: i for i, name in enumerate(("extract", "perturb", "train", "eval", "predict", "ablate", "noise"))}
+        rows.sort(key=lambda r: (order.get(r.stage, len(order)), r.modified))
+        if json_out:
+            echo_json([{"stage": r.stage, "dataset": r.dataset, "key": r.key, "state": r.state, "problem": r.problem,
+                        "bytes": r.size, "output": str(r.path), "options": non_default_options(r.stage, r.params)}
+                       for r in rows])
+            raise typer.Exit(1 if verify and any(r.state == "corrupt" for r in rows) else 0)
         table = Table(title=f"cached outputs in {workdir}")
         for col in ("stage", "dataset", "key", "state", "size", "age", "options"):
             table.add_column(col, overflow="fold")

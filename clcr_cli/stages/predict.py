@@ -10,8 +10,9 @@ video (``.mp4 .avi .flv .mkv .webm .mov``); as at extract time, a video also giv
 audio of a sample that has no audio file of its own.
 
 Every input is extracted with exactly the extract options of the store the run was
-trained on (read from that store's ``settings`` attribute: sample rate, audio features,
-frames, frame size, text model and layers, ...), through the same extractors, so what
+trained on (recorded in the run's model.json, or for runs older than that read from the
+store's ``settings`` attribute: sample rate, audio features, frames, frame size, text
+model and layers, ...), through the same extractors, so what
 differs in the media (another sample rate, size or length) is handled as ``clcr
 extract`` handles it: resampled, resized, cut. What the run cannot use is refused, with
 one line naming the file: a sample without a modality the run was trained on (give it,
@@ -20,7 +21,8 @@ trained on precomputed features (MMSA's pickles: no media to extract), a sequenc
 than the model's ``max_len``; a file that cannot be decoded is refused or, with
 ``--on-error skip``, listed in ``skipped.csv``.
 
-Inputs:   a complete train output (``--run DIR``), its store, the new media.
+Inputs:   a complete train output (``--run DIR``: its model.json holds the extract options,
+          so a copied run folder predicts anywhere), the new media.
 Params:   :class:`~clcr_cli.config.PredictConfig`; the inputs enter the key by content
           (``datasets.fingerprint``: the media by size and modification time, a manifest
           and ``.txt`` files by sha256), so the same inputs are predicted once.
@@ -62,13 +64,12 @@ from clcr_cli.runs import (
     SKIPPED_HEADER,
     STORE_FILE,
     check_missing,
-    extract_config_of,
+    run_inputs,
     train_manifest,
-    train_store,
 )
 from clcr_cli.runtime import resolve_device
 from clcr_cli.store import KIND_TIME_AXIS, FeatureStore, ModalityInfo
-from clcr_cli.training.data import SplitData, load_rows, standardise
+from clcr_cli.training.data import SplitData, frame_views, load_rows, standardise
 from clcr_cli.training.inference import META_FILE, load_trained, predict
 
 PREDICT_VERSION = 1
@@ -232,13 +233,11 @@ def predict_run(
     if bool(files) == (manifest is not None):
         raise ConfigError("predict: give media files or --manifest FILE.csv (one of the two)")
     train = train_manifest(run)
-    store_path = train_store(run, train)
-    with FeatureStore(store_path) as store:
-        modalities, target, class_names = dict(store.modalities), store.target, list(store.class_names)
-        extract_cfg = extract_config_of(store)
+    known = run_inputs(run)  # from the run's model.json: no workspace needed
+    modalities, target, class_names, extract_cfg = known.modalities, known.target, known.class_names, known.extract
     check_missing(cfg.missing, list(modalities))
     dataset = samples_from_manifest(manifest) if manifest is not None else samples_from_files(files)
-    check_inputs(dataset, modalities, cfg.missing, store_path)
+    check_inputs(dataset, modalities, cfg.missing, known.where)
     params = key_options(cfg)
     inputs = {"train": train["key"], "data": fingerprint(dataset)}
     stage = StageDir(run, StageKey("predict", PREDICT_VERSION, train["dataset"], params, inputs))
@@ -246,8 +245,8 @@ def predict_run(
         stage.path = _own_folder(Path(out).expanduser(), stage.key.digest)
     device = resolve_device(device)
     try:
-        produce(stage, lambda: _predict(run, store_path, (target, class_names), dataset, modalities, extract_cfg,
-                                        cfg, device, stage.path, console), force=force, console=console)
+        produce(stage, lambda: _predict(run, train["inputs"]["extract"], (target, class_names), dataset, modalities,
+                                        extract_cfg, cfg, device, stage.path, console), force=force, console=console)
     except DataError:
         # a refused input: the folder is keyed by these inputs, so it would only linger as
         # a partial output in `clcr status`; a run that completed is never touched
@@ -289,7 +288,7 @@ def _discard(folder: Path, whole: bool) -> None:
 
 def _predict(
     run: Path,
-    store_path: Path,
+    extract_key: str,
     task: tuple[str, list[str]],
     dataset: Dataset,
     modalities: dict[str, ModalityInfo],
@@ -300,13 +299,13 @@ def _predict(
     console: Console,
 ) -> dict[str, Any]:
     """Extract the inputs into ``out/features.h5``, predict them, write predictions.csv.
-    ``task``: the run's target and class names (from its store at ``store_path``)."""
+    ``task``: the run's target and class names; ``extract_key``: the extraction it was trained on."""
     model, meta, stats = load_trained(run, device)
     sources = {m: info.source for m, info in modalities.items() if m not in cfg.missing}
     ecfg = dataclasses.replace(extract_cfg, on_error=cfg.on_error)
     featurizer = Featurizer(sources, ecfg, device, dataset.root)
     # no labels: the run's target and class names are in its own store
-    attrs = store_attrs(featurizer, "predict", {"predict": {"run": str(run), "store": str(store_path)}})
+    attrs = store_attrs(featurizer, "predict", {"predict": {"run": str(run), "trained_on": extract_key}})
     n, skipped = build_store(out / STORE_FILE, dataset.samples, featurizer, ecfg, attrs, console)
     write_csv(out / SKIPPED_FILE, SKIPPED_HEADER, skipped)
     for sid, file, reason in skipped:
@@ -328,7 +327,8 @@ def _predict(
     kinds = {m: info.kind for m, info in modalities.items()}
     split = standardise(SplitData(data.ids, {m: inputs[m] for m in order}, {m: lengths[m] for m in order}, None),
                         stats, kinds)
-    pred = predict(model, split, cfg.batch_size, device, present=present or None)
+    pred = predict(model, split, cfg.batch_size, device, present=present or None,
+                   views=frame_views(meta.get("train_config", {})))
     target, class_names = task
     header, rows = pred.columns(target, class_names)
     if target == "classification":
