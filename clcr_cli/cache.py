@@ -9,7 +9,8 @@ stage's name and version, the options that change its result and the keys of its
   the output with its size and sha256. The output is *complete* when this file exists
   and the files are as it records them (:func:`check_output`); *corrupt* when they are
   not (a file missing, of another size, or -- where it is hashed -- of other content);
-- ``.lock``         an advisory ``flock``: one process writes an output at a time.
+- ``.lock``         a :class:`filelock.FileLock` (``flock`` on Unix, ``msvcrt`` on
+  Windows): one process writes an output at a time; ``.lock.pid`` names the holder.
 
 Every stage goes through :func:`produce`: reuse a complete output, else take the lock,
 check again (another process may have finished it while this one waited), begin, do the
@@ -29,13 +30,11 @@ becomes a folder name goes through :func:`is_folder_name` first.
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,6 +43,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+from rich import filesize
 from rich.console import Console
 from rich.markup import escape
 
@@ -73,12 +74,15 @@ def canonical_json(obj: Any) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    """The sha256 of a file's content, read in blocks."""
-    digest = hashlib.sha256()
+    """The sha256 of a file's content (``hashlib.file_digest`` reads it in blocks)."""
     with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def human_size(n: int) -> str:
+    """``n`` bytes in decimal units, labelled as such: ``999 bytes``, ``1.2 kB``, ``16.8 MB``
+    (powers of 1000, ``rich.filesize.decimal``; 16 MiB is 16.8 MB)."""
+    return filesize.decimal(n)
 
 
 @contextmanager
@@ -135,6 +139,23 @@ def remove_stale_temps(folder: Path) -> None:
         pid = temp.name.rsplit(TEMP_MARK, 1)[1].split("-")[0]
         if not (pid.isdigit() and _alive(int(pid))):
             remove(temp)
+
+
+def _acquired(lock: FileLock, timeout: float) -> bool:
+    """Take ``lock`` within ``timeout`` s (-1: however long it takes); False if not."""
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        return False
+    return True
+
+
+def _holder(pid_file: Path) -> str:
+    """Who holds a lock, as its ``<name>.pid`` file says (``pid 1234``)."""
+    try:
+        return pid_file.read_text().strip() or "another process"
+    except OSError:
+        return "another process"
 
 
 @dataclass(frozen=True)
@@ -253,34 +274,28 @@ class StageDir:
         on_wait: Callable[[str], None] | None = None,
         name: str = LOCK,
     ) -> Iterator[None]:
-        """Hold the folder's lock; wait for another writer up to ``timeout`` s (None: forever).
+        """Hold the folder's lock; wait for another writer up to ``timeout`` s (None: forever),
+        saying once (``on_wait``) whom it waits for.
 
-        ``name`` picks another lock file, for writers of disjoint parts (extract shards).
+        ``name`` picks another lock file, for writers of disjoint parts (extract shards). The
+        holder's pid is written beside the lock file (``<name>.pid``), not in it: filelock
+        3.29.7 and before truncate the lock file at each try (tox-dev/filelock#591), Windows
+        keeps a locked file from being read, and where ``flock`` is missing filelock's
+        fallback marks the lock file itself.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / name, "a+") as fh:  # closing the file releases the flock
-            start = time.monotonic()
-            warned = False
-            while True:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    fh.seek(0)
-                    holder = fh.read().strip() or "another process"
-                    if timeout is not None and time.monotonic() - start >= timeout:
-                        raise ClcrError(
-                            f"{self.path}: being written by {holder}; wait for it or try again later"
-                        ) from None
-                    if on_wait is not None and not warned:
-                        on_wait(f"waiting for {holder} to finish {self.path}")
-                        warned = True
-                    time.sleep(0.2)
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()}")
-            fh.flush()
+        lock, holder = FileLock(self.path / name), self.path / f"{name}.pid"
+        if not _acquired(lock, 0):
+            if on_wait is not None and timeout != 0:
+                on_wait(f"waiting for {_holder(holder)} to finish {self.path}")
+            if not _acquired(lock, -1 if timeout is None else max(timeout, 0)):
+                raise ClcrError(f"{self.path}: being written by {_holder(holder)}; wait for it or try again later")
+        try:
+            holder.write_text(f"pid {os.getpid()}")
             yield
+        finally:
+            holder.unlink(missing_ok=True)  # before the release: the next holder writes its own
+            lock.release()
 
     def _own_files(self) -> list[Path]:
         """The output's files: not the manifest, the locks or the files of nested outputs."""

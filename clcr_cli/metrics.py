@@ -36,9 +36,11 @@ range, i.e. the curve's mean height: a flat curve scores its constant, and for t
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.stats import ttest_rel
 from sklearn.metrics import f1_score
 
 from clcr_cli.errors import ConfigError
@@ -59,6 +61,10 @@ METRIC_NAMES: dict[str, tuple[str, ...]] = {
     "classification": CLASSIFICATION_METRICS,
     "regression": REGRESSION_METRICS,
 }
+
+# the spread of a metric over seeds: the sample standard deviation (MMSA's np.std is ddof 0)
+STD_DDOF = 1
+STD_LABEL = f"std, ddof {STD_DDOF}"  # what a table's "mean ± std" header says of the std
 
 # model selection: (metric, higher_is_better) per target kind
 _PRIMARY: dict[str, tuple[str, bool]] = {
@@ -218,7 +224,9 @@ def _is_scalar(value: object) -> bool:
 
 
 def mean_std(rows: Sequence[Mapping[str, object]]) -> dict[str, tuple[float, float]]:
-    """Mean and sample standard deviation (ddof=1; 0.0 for one row) of each metric over seeds.
+    """Mean and sample standard deviation (ddof 1, :data:`STD_DDOF`; 0.0 for one row) of
+    each metric over seeds. A table showing them says so in its header (:data:`STD_LABEL`,
+    "std, ddof 1"): MMSA's ``np.std`` is ddof 0, smaller by sqrt((n - 1) / n).
 
     Every row must have the same scalar metric keys; non-scalar entries (e.g. the
     classification ``"confusion"`` matrix) are not aggregated. NaN propagates.
@@ -231,7 +239,7 @@ def mean_std(rows: Sequence[Mapping[str, object]]) -> dict[str, tuple[float, flo
         if any(key not in row or not _is_scalar(row[key]) for row in rows):
             raise ValueError(f"metric {key!r} is missing or not a number in some rows")
         values = np.array([float(row[key]) for row in rows])
-        std = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
+        std = float(np.std(values, ddof=STD_DDOF)) if values.size > 1 else 0.0
         summary[key] = (float(np.mean(values)), std)
     return summary
 
@@ -239,20 +247,26 @@ def mean_std(rows: Sequence[Mapping[str, object]]) -> dict[str, tuple[float, flo
 def paired_difference(
     values: Sequence[float], reference: Sequence[float], confidence: float = 0.95
 ) -> tuple[float, float, float]:
-    """Mean of the per-seed differences ``values - reference`` and its t-interval.
+    """Mean of the per-seed differences ``values - reference`` and its t-interval
+    (``scipy.stats.ttest_rel(values, reference).confidence_interval(confidence)``).
 
     The two sequences are paired (same seeds, same order). Returns (mean, low, high); with
-    fewer than two pairs the interval is (nan, nan). Pairing removes the variance that two
-    runs of one seed share (the data split, the initial weights of shared parts).
+    fewer than two pairs the interval is (nan, nan), and when every pair differs by the same
+    amount it is that amount (no spread). Pairing removes the variance that two runs of one
+    seed share (the data split, the initial weights of shared parts).
     """
-    from scipy.stats import t as student_t
-
-    diff = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
+    a, b = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
+    diff = a - b
     if diff.size == 0:
         raise ValueError("paired_difference needs at least one pair")
     mean = float(diff.mean())
     if diff.size < 2:
         return mean, math.nan, math.nan
-    half = float(student_t.ppf(0.5 + confidence / 2, diff.size - 1) * diff.std(ddof=1))
-    half /= math.sqrt(diff.size)
-    return mean, mean - half, mean + half
+    if np.ptp(diff) == 0:  # scipy would divide 0 by 0 for its t statistic
+        return mean, mean, mean
+    with warnings.catch_warnings():
+        # nearly equal differences: scipy warns that its t statistic loses precision; the
+        # interval, mean +- t_crit * standard error, does not depend on that statistic
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        low, high = ttest_rel(a, b).confidence_interval(confidence)
+    return mean, float(low), float(high)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -126,6 +127,65 @@ def test_lock_excludes_a_second_process(tmp_path: Path):
     finally:
         release.set()
         holder.join(10)
+
+
+def test_a_waiter_is_told_once_who_holds_the_lock(tmp_path: Path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        stage = StageDir(tmp_path, key())
+        said: list[str] = []
+        with pytest.raises(ClcrError) as info, stage.lock(timeout=0.5, on_wait=said.append):
+            pass
+        assert str(info.value) == f"{stage.path}: being written by pid {holder.pid}; wait for it or try again later"
+        assert said == [f"waiting for pid {holder.pid} to finish {stage.path}"]
+        said.clear()
+        with pytest.raises(ClcrError), stage.lock(timeout=0, on_wait=said.append):
+            pass
+        assert said == []  # no wait, no message
+        # another lock name (an extract shard's) is not held by the holder of .lock
+        with stage.lock(timeout=0, name=".lock-shard-0-of-2"):
+            assert (stage.path / ".lock-shard-0-of-2.pid").read_text() == f"pid {os.getpid()}"
+        assert not (stage.path / ".lock-shard-0-of-2.pid").exists()
+    finally:
+        release.set()
+        holder.join(10)
+
+
+def test_shard_locks_exclude_their_own_name_only(tmp_path: Path):
+    stage = StageDir(tmp_path, key())
+    with (
+        stage.lock(name=".lock-shard-0-of-2"),
+        stage.lock(timeout=0, name=".lock-shard-1-of-2"),
+        pytest.raises(ClcrError, match="being written by pid"),
+        stage.lock(timeout=0, name=".lock-shard-0-of-2"),
+    ):
+        pass
+    with stage.lock(timeout=0, name=".lock-shard-0-of-2"):  # released
+        pass
+
+
+def test_the_cache_imports_where_fcntl_does_not_exist():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['fcntl'] = None; import clcr_cli.cache; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_sha256_file_and_human_size(tmp_path: Path):
+    from clcr_cli.cache import human_size, sha256_file
+
+    data = bytes(range(256)) * 9000  # over one read block
+    (tmp_path / "x.bin").write_bytes(data)
+    assert sha256_file(tmp_path / "x.bin") == hashlib.sha256(data).hexdigest()
+    assert [human_size(n) for n in (0, 1, 999, 1000, 1_234_567, 16 << 20, 3 * 10**9)] == [
+        "0 bytes", "1 byte", "999 bytes", "1.0 kB", "1.2 MB", "16.8 MB", "3.0 GB",
+    ]
 
 
 def test_list_outputs_reports_state_and_params(tmp_path: Path):

@@ -263,3 +263,50 @@ def test_paired_difference_matches_the_t_interval_by_hand():
     assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
     mean, low, high = paired_difference([0.5], [0.25])
     assert mean == 0.25 and math.isnan(low) and math.isnan(high)
+
+
+def _hand_t_interval(values, reference, confidence):
+    """The interval as paired_difference computed it before it called scipy."""
+    from scipy.stats import t as student_t
+
+    diff = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
+    half = student_t.ppf(0.5 + confidence / 2, diff.size - 1) * diff.std(ddof=1) / math.sqrt(diff.size)
+    return diff.mean(), diff.mean() - half, diff.mean() + half
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10])
+@pytest.mark.parametrize("confidence", [0.9, 0.95])
+def test_paired_difference_is_scipys_paired_t_interval(n, confidence):
+    from scipy.stats import ttest_rel
+
+    from clcr_cli.metrics import paired_difference
+
+    rng = np.random.default_rng(n)
+    reference = rng.uniform(0.5, 0.8, size=n)
+    values = reference + rng.normal(0.02, 0.03, size=n)
+    mean, low, high = paired_difference(values, reference, confidence)
+    scipy_low, scipy_high = ttest_rel(values, reference).confidence_interval(confidence)
+    assert (low, high) == pytest.approx((scipy_low, scipy_high), abs=1e-12)
+    assert (mean, low, high) == pytest.approx(_hand_t_interval(values, reference, confidence), abs=1e-12)
+
+
+def test_paired_difference_degenerate_cases_keep_their_outputs():
+    from clcr_cli.metrics import paired_difference
+
+    assert paired_difference([0.3, 0.3, 0.3], [0.3, 0.3, 0.3]) == (0.0, 0.0, 0.0)  # no difference
+    assert paired_difference([1.5, 2.5], [1.0, 2.0]) == (0.5, 0.5, 0.5)  # no spread
+    mean, low, high = paired_difference([1.5], [1.0])
+    assert mean == 0.5 and math.isnan(low) and math.isnan(high)  # one pair: no interval
+    # nearly equal differences: scipy's precision warning is not ours (warnings are errors here)
+    values = [1.0, 1.0, 1.0 + 4e-16 * 3]
+    assert paired_difference(values, [0.0] * 3) == pytest.approx(_hand_t_interval(values, [0.0] * 3, 0.95), abs=1e-12)
+    with pytest.raises(ValueError, match="at least one pair"):
+        paired_difference([], [])
+
+
+def test_the_std_of_seed_tables_is_labelled_with_its_ddof():
+    from clcr_cli.metrics import STD_DDOF, STD_LABEL
+
+    assert (STD_DDOF, STD_LABEL) == (1, "std, ddof 1")
+    spread = mean_std([{"acc": 0.5}, {"acc": 0.9}])["acc"][1]
+    assert spread == pytest.approx(np.std([0.5, 0.9], ddof=1)) and spread > np.std([0.5, 0.9])
