@@ -355,7 +355,7 @@ def _metrics_table(results: list[dict[str, Any]], summary: dict[str, tuple[float
     for r in results:
         table.add_column(f"seed {r['seed']}", justify="right")
     if len(results) > 1:
-        table.add_column("mean ± std", justify="right")
+        table.add_column("mean ± std (ddof 1)", justify="right")
     for name, (mean, std) in summary.items():
         cells = [f"{r['metrics'][name]:.4f}" for r in results]
         if len(results) > 1:
@@ -502,14 +502,6 @@ def report(workdir: Workdir = Path("data"), json_out: JsonOut = False, verbose: 
             typer.echo(str(out))
 
 
-def _human_size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 def _human_age(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -534,7 +526,7 @@ def status(
     The state is complete, partial (being written, or killed: it resumes) or corrupt (a
     file missing, truncated or changed: the stage redoes it). The options column shows
     what differs from the defaults (-v: every option)."""
-    from clcr_cli.cache import list_outputs
+    from clcr_cli.cache import human_size, list_outputs
     from clcr_cli.config import non_default_options
     from clcr_cli.runs import binding_problem
 
@@ -565,7 +557,7 @@ def status(
                 r.dataset,
                 r.key,
                 STATES[r.state],
-                _human_size(r.size),
+                human_size(r.size),
                 _human_age(now - r.modified),
                 options or "(defaults)",
             )

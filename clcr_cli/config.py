@@ -79,6 +79,7 @@ class ExtractConfig:
 
     # where the data lie is no part of the key: their content is (see datasets/fingerprint.py)
     dataset: str = option("synth", "synth, synth-reg, cremad, ks, ave, ucf101, mosi, mosei, or a name for --manifest.")
+    recipe: str | None = option(None, "The recipe to start from, a file of clcr_cli/configs/ by name (default: the dataset's own, e.g. mosi-dlf for DLF's protocol on MOSI).", key=UNLESS_DEFAULT)
     root: str | None = option(None, "The dataset's folder (default: <workdir>/raw/<dataset>).", key=False)
     split_file: str | None = option(None, "CREMA-D train.csv or Kinetics-Sounds my_train.txt (the test list beside it).", key=False)
     fold: int = option(1, "UCF101 official split.", low=1, high=3)
@@ -92,6 +93,10 @@ class ExtractConfig:
     text_layers: tuple[int, ...] | None = option(None, "Hidden-state indices of the text levels, e.g. 2,4,6 (default: evenly spaced).", low=0)
     text_max_len: int = option(64, "Tokens per transcript (padded/truncated).", low=1)
     text_batch: int = option(32, "Transcripts per BERT forward pass.", key=False, low=1)
+    text_tokens: bool = option(
+        False, "Store text as token ids and masks for a BERT that runs (and can be fine-tuned: train "
+        "--text-finetune) inside the model, instead of its frozen hidden states; MMSA's text_bert ids are "
+        "used as they are when the text model's tokenizer gives the same ids.", key=UNLESS_DEFAULT)
     sample_rate: int = option(16000, "Audio sample rate (Hz).", low=1)
     audio_features: Literal["logmel", "mfcc", "logmel+mfcc", "stft", "fbank", "spectrogram"] = option(
         "logmel", "Audio features: logmel, mfcc, logmel+mfcc; or the audio-visual peers' spectrograms for a "
@@ -124,9 +129,12 @@ class TrainConfig:
     100 epochs."""
 
     task: str = option("synth", "Dataset/task name.")
+    recipe: str | None = option(None, "The recipe to start from, a file of clcr_cli/configs/ by name (default: the task's own, e.g. mosi-dlf for DLF's protocol on MOSI).", key=UNLESS_DEFAULT)
     epochs: int = option(100, "Training epochs (paper: 100).", low=1)
     batch_size: int = option(64, "Batch size (paper: 64).", low=1)
     lr: float = option(1e-3, "Learning rate (paper: 1e-3).", low=0)
+    text_lr: float = option(0.0, "Learning rate of a BERT fine-tuned inside the model (extract --text-tokens, --text-finetune); 0: --lr.", low=0, key=UNLESS_DEFAULT)
+    gradient_checkpointing: bool = option(False, "Recompute a fine-tuned BERT's layers in the backward pass instead of keeping their activations (less memory, ~30 % more time).", key=False)
     momentum: float = option(0.9, "SGD momentum.", low=0)
     weight_decay: float = option(1e-4, "Weight decay.", low=0)
     optimizer: Literal["sgd", "adamw"] = option("sgd", "Optimiser (paper: SGD).")
@@ -453,11 +461,14 @@ RECIPES = importlib.resources.files("clcr_cli") / "configs"  # one TOML file per
 DEFAULT_RECIPE = "default"  # the recipe of a task without a file of its own
 
 
-def recipe_layers(task: str, stage: str) -> list[tuple[str, Mapping[str, Any]]]:
+def recipe_layers(task: str, stage: str, named: str | None = None) -> list[tuple[str, Mapping[str, Any]]]:
     """The ``[stage]`` sections of the recipe of ``task``, as config layers, lowest first:
     ``configs/<task>.toml`` (``default.toml`` when there is none) after every recipe it
-    ``extends``. Each layer is named by its file, so an error says where a value came from."""
+    ``extends``. Each layer is named by its file, so an error says where a value came from.
+    ``named``: a recipe the user chose (``--recipe``), which must exist."""
     known = {p.name.removesuffix(".toml") for p in RECIPES.iterdir() if p.name.endswith(".toml")}
+    if named is not None and named not in known:
+        raise ConfigError(f"--recipe {named}: no such recipe; the recipes are {', '.join(sorted(known))}")
     name, chain = task if task in known else DEFAULT_RECIPE, []
     while name is not None:
         if name not in known or name in [n for n, _ in chain]:
@@ -485,7 +496,7 @@ def stage_config(
     layers = [(f"{source}: [{name}]", (toml or {}).get(name, {})), ("--set", sets or {}), ("", cli or {})]
     if cls in (ExtractConfig, TrainConfig):
         cfg = resolve(cls, layers)
-        layers = recipe_layers(cfg.dataset if cls is ExtractConfig else cfg.task, name) + layers
+        layers = recipe_layers(cfg.recipe or (cfg.dataset if cls is ExtractConfig else cfg.task), name, cfg.recipe) + layers
     cfg, origins = resolve_with_origins(cls, layers)
     if cls is TrainConfig:
         check_model(cfg.model, origins)

@@ -20,6 +20,8 @@ dataset), into one store per dataset and extract key::
     levels    (N, K, T, D)          float32   2   K BERT levels of width D
     sequence  (N, T, F)             float32   1   log-mel / MFCC / given features
     frames    (N, T, H, W, C)       uint8     1   RGB frames (C=3), quantised flow (C=2)
+    tokens    (N, 3, T)             int32     2   token ids, attention mask, token type ids
+                                                  (extract --text-tokens: a BERT in the model)
 
 Padded steps are zero. Everything is readable with plain ``h5py``.
 
@@ -48,7 +50,7 @@ from clcr_cli.errors import DataError, writing
 
 FORMAT_VERSION = 1
 REDO = "the file is damaged: run `clcr extract` with its options and --force to redo it"
-KIND_TIME_AXIS = {"levels": 1, "sequence": 0, "frames": 0}  # of one sample's array
+KIND_TIME_AXIS = {"levels": 1, "sequence": 0, "frames": 0, "tokens": 1}  # of one sample's array
 CHUNK_BYTES = 2 << 20
 STR = h5py.string_dtype()
 
@@ -59,7 +61,7 @@ class ModalityLayout:
 
     kind: str  # levels | sequence | frames
     source: str  # text | audio | video | flow | array
-    dtype: str  # float32 | uint8
+    dtype: str  # float32 | uint8 | int32
 
 
 @dataclass

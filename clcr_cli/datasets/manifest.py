@@ -25,6 +25,10 @@ without ``valid`` rows, valid is carved from train by group
 refused, naming the row. The test split is taken as given (a protocol may test on the
 training speakers). Without a ``group`` column, rows are carved one by one, as before.
 
+Paths may lead outside the manifest's folder (``..``, absolute paths, symlinks): they are
+followed, and ``clcr extract`` says how many and which (``features.featurize.outside_root``;
+the store's settings list them).
+
 A ``text`` cell ending in ``.txt`` names a file that is read at extract time
 (``Sample.text_file``): a file that is not UTF-8 or is blank fails that sample alone,
 which ``--on-error skip`` records.
@@ -218,6 +222,8 @@ def load(options: DatasetOptions, name: str) -> LoadedDataset:
     if options.manifest is None:
         raise ConfigError(f"dataset '{name}' needs --manifest FILE.csv")
     manifest = Path(options.manifest)
+    if manifest.is_dir():
+        raise DataError(manifest, "is a folder, not a CSV manifest (give the manifest file itself)")
     if not manifest.is_file():
         raise DataError(manifest, "manifest file does not exist")
     header, rows = read_rows(manifest)

@@ -155,6 +155,7 @@ def split_samples(data: dict, split: str, path: Path) -> list[Sample]:
     labels = numbers(part, "regression_labels", split, path, n).astype(np.float64)
     audio_len = lengths(part, "audio_lengths", split, path, n, audio.shape[1])
     vision_len = lengths(part, "vision_lengths", split, path, n, vision.shape[1])
+    text_bert = token_ids(part, split, path, n)
     return [
         Sample(
             id=ids[i],
@@ -164,10 +165,22 @@ def split_samples(data: dict, split: str, path: Path) -> list[Sample]:
             arrays={
                 "audio": trimmed(audio[i], audio_len[i]),
                 "video": trimmed(vision[i], vision_len[i]),
+                **({} if text_bert is None else {"text_bert": text_bert[i]}),
             },
         )
         for i in range(n)
     ]
+
+
+def token_ids(part: dict, split: str, path: Path, n: int) -> np.ndarray | None:
+    """``text_bert`` (N, 3, T): MMSA's BERT input ids, attention mask and segment ids, as int32
+    (None where the pickle has none)."""
+    if "text_bert" not in part:
+        return None
+    ids = np.asarray(part["text_bert"])
+    if ids.ndim != 3 or ids.shape[0] != n or ids.shape[1] != 3 or not np.isfinite(ids.astype(np.float64)).all():
+        raise DataError(path, f"'{split}/text_bert' has shape {ids.shape}, expected ({n}, 3, T) token ids")
+    return ids.astype(np.int32)
 
 
 def from_pickle(path: Path, root: Path, name: str) -> LoadedDataset:

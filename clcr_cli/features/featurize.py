@@ -40,6 +40,7 @@ SOURCE_LAYOUT = {
     "video": ModalityLayout("frames", "video", "uint8"),
     "flow": ModalityLayout("frames", "flow", "uint8"),
 }
+TOKENS_LAYOUT = ModalityLayout("tokens", "text", "int32")  # --text-tokens
 # the options that find the data: no part of the key (the data's content is), but recorded
 LOADER_OPTIONS = ("root", "manifest", "split_file", "verify_inputs")
 
@@ -79,7 +80,25 @@ def provenance(dataset: Dataset, cfg: ExtractConfig) -> dict[str, Any]:
     given = {name: getattr(cfg, name) for name in LOADER_OPTIONS}
     loader = {k: v if v is None or isinstance(v, bool) else str(Path(v).expanduser().resolve())
               for k, v in given.items()}
-    return {"root": str(dataset.root), "sources": [str(p) for p in dataset.sources], "loader": loader}
+    return {"root": str(dataset.root), "sources": [str(p) for p in dataset.sources], "loader": loader,
+            "outside_root": [str(p) for p in outside_root(dataset)[:OUTSIDE_LISTED]]}
+
+
+OUTSIDE_LISTED = 20  # files outside the dataset's folder named in the store's settings
+
+
+def outside_root(dataset: Dataset) -> list[Path]:
+    """The input files of ``dataset`` that lie outside its root once every symlink is
+    followed: a manifest may name them (``..``, absolute paths, links), and they are read
+    as given -- the policy is to follow them and say so (``extract`` prints the count and
+    the first, the store records the first :data:`OUTSIDE_LISTED`)."""
+    root = Path(dataset.root).resolve()
+    out = []
+    for sample in dataset.samples:
+        for path in (sample.audio, sample.video, sample.text_file):
+            if path is not None and not Path(path).resolve().is_relative_to(root):
+                out.append(Path(path))
+    return out
 
 
 def package_versions() -> dict[str, str]:
@@ -126,6 +145,9 @@ class Featurizer:
     ``sources`` maps each modality to extract to its source (a dataset's
     ``info.modalities``, or some of them); ``noise`` perturbs the media before extraction
     (``clcr noise --level raw``); ``root`` is named by errors about a sample as a whole.
+    With ``--text-tokens`` text is stored as token ids (kind ``tokens``), MMSA's own
+    ``text_bert`` ids where ``samples`` show that the text model's tokenizer gives the same
+    ids (:meth:`_ids_source`: decided once for the dataset, so parts and resumes agree).
     Per-sample failures raise :class:`DataError` naming the sample's file; the caller
     decides (``--on-error``) whether that stops the run or skips the sample.
     """
@@ -137,10 +159,12 @@ class Featurizer:
         device: str,
         root: Path,
         noise: RawNoise | None = None,
+        samples: list[Sample] = (),
     ) -> None:
         self.sources = dict(sources)
         self.cfg, self.root, self.noise = cfg, root, noise
         self.text_encoder = None
+        self.ids_source: str | None = None  # --text-tokens: "text_bert" (the pickle's) or "raw_text"
         if "text" in self.sources.values():
             from clcr_cli.features.text import TextLevelEncoder
 
@@ -150,17 +174,32 @@ class Featurizer:
                 max_len=cfg.text_max_len,
                 device=device,
                 batch_size=cfg.text_batch,
+                load_model=not cfg.text_tokens,
             )
+            if cfg.text_tokens:
+                self.ids_source = self._ids_source(list(samples))
+
+    def _ids_source(self, samples: list[Sample], checked: int = 32) -> str:
+        """``text_bert`` when every one of the first ``checked`` samples that has MMSA's ids
+        is tokenised to exactly those ids (the same vocabulary and length), else ``raw_text``."""
+        having = [s for s in samples if "text_bert" in s.arrays and (s.text or "").strip()][:checked]
+        if not having or any(s.arrays["text_bert"].shape[-1] != self.cfg.text_max_len for s in having):
+            return "raw_text"
+        ids, _ = self.text_encoder.tokens([s.text for s in having])
+        same = all(np.array_equal(ids[i, :2], s.arrays["text_bert"][:2]) for i, s in enumerate(having))
+        return "text_bert" if same else "raw_text"
 
     def settings(self) -> dict[str, Any]:
         out: dict[str, Any] = {"modalities": self.sources}
         if self.text_encoder is not None:
-            out["text"] = self.text_encoder.info
+            out["text"] = {**self.text_encoder.info,
+                           **({"ids": self.ids_source} if self.ids_source is not None else {})}
         return out
 
     def layouts(self) -> dict[str, ModalityLayout]:
-        """How each modality is stored, from its source."""
-        return {m: SOURCE_LAYOUT[s] for m, s in self.sources.items()}
+        """How each modality is stored, from its source (text as ``tokens`` with --text-tokens)."""
+        return {m: TOKENS_LAYOUT if s == "text" and self.cfg.text_tokens else SOURCE_LAYOUT[s]
+                for m, s in self.sources.items()}
 
     def _media(self, sample: Sample, modality: str, source: str) -> np.ndarray:
         cfg, noise = self.cfg, self.noise
@@ -240,8 +279,13 @@ class Featurizer:
                     texts[i] = self._text(sample)
                 except DataError as err:
                     failed[i] = err
-            if texts:
-                levels, lengths = self.text_encoder.encode(list(texts.values()))
+            if texts and self.ids_source == "text_bert":  # MMSA's ids, as the peers fine-tune on them
+                for i in texts:
+                    ids = samples[i].arrays["text_bert"]
+                    feats[modality][i] = ids[:, : int(ids[1].sum())]
+            elif texts:
+                encode = self.text_encoder.tokens if self.cfg.text_tokens else self.text_encoder.encode
+                levels, lengths = encode(list(texts.values()))
                 for j, i in enumerate(texts):
                     feats[modality][i] = levels[j][:, : lengths[j]]
         part = PartData()
@@ -337,6 +381,10 @@ def build_store(
         console.print(f"resuming extract {cfg.dataset}: {len(parts) - len(todo)}/{len(parts)} parts done")
     extract_parts(samples, featurizer, cfg, parts, todo, console, after_part)
     skipped = [row for p in parts for row in read_part_skipped(p)]
+    if skipped and len(skipped) == len(samples):  # nothing to store: say why, naming an input
+        sample_id, file, reason = skipped[0]
+        raise DataError(Path(file) if file else featurizer.root,
+                        f"every one of the {len(samples)} samples failed and was skipped (first: {sample_id}: {reason})")
     n = assemble_store(parts, out, featurizer.layouts(), attrs)
     for p in parts:
         p.unlink()

@@ -33,6 +33,10 @@ import torch
 from clcr_cli.errors import ClcrError, ConfigError, DataError
 
 DEFAULT_TEXT_MODEL = "minilm"
+# the HF config fields a BERT in the model is built from (model/bert.py's BertConfig)
+BERT_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                    "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act",
+                    "hidden_dropout_prob", "attention_probs_dropout_prob")
 # characters of a text ever read or tokenised: about 10 MB in a tokeniser, and some 20,000
 # tokens of ordinary prose, far beyond any encoder's max_len
 MAX_TEXT_CHARS = 100_000
@@ -195,12 +199,15 @@ class TextLevelEncoder:
         max_len: int = 64,
         device: str = "cpu",
         batch_size: int = 32,
+        load_model: bool = True,
     ) -> None:
+        """``load_model`` False: the tokenizer alone (:meth:`tokens`; no hidden states)."""
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         self.model_name = model
         self.path = resolve_text_model(model)
         config = AutoConfig.from_pretrained(self.path, local_files_only=True)
+        self.config = {k: getattr(config, k) for k in BERT_CONFIG_KEYS if hasattr(config, k)}
         self.num_hidden_layers = int(config.num_hidden_layers)
         self.hidden_size = int(config.hidden_size)
         if layers is None:
@@ -217,9 +224,11 @@ class TextLevelEncoder:
         self.batch_size = batch_size
         self.device = _torch_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        with _quiet_transformers():
-            self.encoder = AutoModel.from_pretrained(self.path, local_files_only=True)
-        self.encoder.to(self.device).eval()
+        self.encoder = None
+        if load_model:
+            with _quiet_transformers():
+                self.encoder = AutoModel.from_pretrained(self.path, local_files_only=True)
+            self.encoder.to(self.device).eval()
 
     @property
     def info(self) -> dict[str, Any]:
@@ -233,6 +242,7 @@ class TextLevelEncoder:
             "layers": list(self.layers),
             "max_len": self.max_len,
             "transformers": transformers.__version__,
+            "config": self.config,  # what a BERT in the model is built from (model/bert.py)
         }
 
     def clip(self, text: str) -> str:
@@ -245,6 +255,18 @@ class TextLevelEncoder:
             text, add_special_tokens=False, truncation=True, max_length=self.max_len
         )
         return len(tokens["input_ids"])
+
+    def tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``ids`` (B, 3, max_len) int32 -- input ids, attention mask, token type ids, zero
+        after each text's tokens -- and ``lengths`` (B,) int32, as :meth:`encode` counts them."""
+        texts = [self.clip(text) for text in texts]
+        for index, text in enumerate(texts):
+            if not text.strip():
+                raise EmptyTextError(index)
+        tokens = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_len,
+                                return_token_type_ids=True, return_tensors="np")
+        ids = np.stack([tokens["input_ids"], tokens["attention_mask"], tokens["token_type_ids"]], 1)
+        return (ids * tokens["attention_mask"][:, None]).astype(np.int32), tokens["attention_mask"].sum(1).astype(np.int32)
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """``levels`` (B, L, max_len, D) float32 and ``lengths`` (B,) int32."""

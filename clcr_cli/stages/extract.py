@@ -38,6 +38,7 @@ from clcr_cli.features.featurize import (
     dataset_options,
     extract_key,
     extract_parts,
+    outside_root,
     part_paths,
     provenance,
     store_attrs,
@@ -118,7 +119,8 @@ def _extract_shard(
         stage.begin()
         parts[0].parent.mkdir(exist_ok=True)
         todo = [k for k in range(i, len(parts), n) if not parts[k].exists()]
-        featurizer = Featurizer(dataset.info.modalities, cfg, resolve_device(device), dataset.root)
+        featurizer = Featurizer(dataset.info.modalities, cfg, resolve_device(device), dataset.root,
+                                samples=dataset.samples)
         extract_parts(dataset.samples, featurizer, cfg, parts, todo, console, after_part)
     console.print(
         f"[green]shard {i}/{n}[/] of extract {cfg.dataset} done ({len(range(i, len(parts), n))} parts); "
@@ -138,7 +140,15 @@ def _extract_all(
 ) -> dict[str, Any]:
     """Extract every missing part, then join all parts into the store; the summary."""
     started = time.monotonic()
-    featurizer = Featurizer(dataset.info.modalities, cfg, resolve_device(device), dataset.root)
+    featurizer = Featurizer(dataset.info.modalities, cfg, resolve_device(device), dataset.root,
+                            samples=dataset.samples)
+    outside = outside_root(dataset)
+    if outside:
+        console.print(f"[yellow]note:[/] {len(outside)} input file(s) lie outside {dataset.root} and are read as "
+                      f"given (first: {outside[0]} -> {outside[0].resolve()})", soft_wrap=True, highlight=False)
+    if featurizer.ids_source is not None:
+        console.print(f"text ids of {cfg.dataset}: " + ("the pickle's text_bert, as its tokenizer gives them"
+                      if featurizer.ids_source == "text_bert" else "raw_text tokenised by " + cfg.text_model))
     attrs = store_attrs(
         featurizer, cfg.dataset, {**stage.key.params, **provenance(dataset, cfg)},
         target=dataset.info.target, class_names=dataset.info.class_names, extract_key=stage.key.digest,

@@ -194,6 +194,9 @@ class FeatureStats:
         chunk at a time. Both kinds of split give the same chunks, hence the same bits."""
         mean, std = {}, {}
         for m in split.modalities():
+            if kinds[m] == "tokens":  # token ids: nothing to standardise or to scale noise by
+                mean[m], std[m] = torch.zeros(1), torch.ones(1)
+                continue
             total = sq = count = 0
             for xs, lengths in split.chunks(m, chunk):
                 mask = step_mask(lengths, xs.shape[1 + KIND_TIME_AXIS[kinds[m]]])
@@ -287,7 +290,11 @@ def modality_specs(store: FeatureStore) -> tuple[ModalitySpec, ...]:
     for m, info in store.modalities.items():
         k = info.shape[0] if info.kind == "levels" else 1
         steps = info.shape[KIND_TIME_AXIS[info.kind]]
-        specs.append(ModalitySpec(m, info.kind, info.dim, k, steps))  # type: ignore[arg-type]
+        dim = info.dim
+        if info.kind == "tokens":  # a BERT in the model: its width and hidden states (embeddings + layers)
+            text = store.settings.get("text", {})
+            dim, k = int(text["hidden_size"]), int(text["num_hidden_layers"]) + 1
+        specs.append(ModalitySpec(m, info.kind, dim, k, steps))  # type: ignore[arg-type]
     return tuple(specs)
 
 

@@ -133,6 +133,8 @@ def save_trained(folder: Path, model: nn.Module, state: dict[str, Tensor], meta:
 def _stats_shape(spec: ModalitySpec) -> tuple[int, ...]:
     """The shape of a modality's mean and std (``FeatureStats.of``): per level and
     dimension for BERT levels, per feature for sequences, per channel for frames."""
+    if spec.kind == "tokens":
+        return (1,)
     return (spec.num_levels_in, spec.dim) if spec.kind == "levels" else (spec.dim,)
 
 

@@ -86,8 +86,19 @@ WARMUP_START = 0.1  # warmup-cosine starts at lr * WARMUP_START
 # --- the pieces of a step -----------------------------------------------------------------
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def parameter_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]] | list[nn.Parameter]:
+    """The trainable parameters: one group, or with ``text_lr`` a second one for the BERT
+    fine-tuned inside the model (model/bert.py) at its own learning rate."""
     params = [p for p in model.parameters() if p.requires_grad]
+    text = {id(p) for m in model.modules() if type(m).__name__ == "BertEncoder" for p in m.parameters()}
+    if cfg.text_lr <= 0 or not text:
+        return params
+    return [{"params": [p for p in params if id(p) not in text]},
+            {"params": [p for p in params if id(p) in text], "lr": cfg.text_lr}]
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = parameter_groups(cfg, model)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

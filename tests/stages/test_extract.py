@@ -379,3 +379,37 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(ws: Path, monkeypa
     assert line.startswith(f"error: {ws / 'data' / 'extract' / 'synth-'}") and line.endswith(": No space left on device")
     assert temporaries(ws / "data") == []
     assert kept(before, ws / "data")
+
+
+# --- what the loaders and the stage say of odd inputs (issue 22, item 8) --------------------------
+
+
+def test_a_folder_given_as_manifest_is_named_as_a_folder(tmp_path: Path):
+    result = clcr("extract", "--dataset", "mine", "--manifest", tmp_path, "--workdir", tmp_path / "data")
+    assert error_line(result) == f"error: {tmp_path}: is a folder, not a CSV manifest (give the manifest file itself)"
+
+
+def test_when_every_sample_is_skipped_the_error_names_an_input_not_the_store(manifest_dir, tmp_path: Path):
+    for i in range(6):
+        (manifest_dir / f"a{i}.wav").write_bytes(b"RIFF\x00\x00junk")
+    with pytest.raises(DataError) as caught:
+        run_extract(manifest_cfg(manifest_dir, on_error="skip"), tmp_path / "data")
+    assert caught.value.path.name.startswith("a") and caught.value.path.suffix == ".wav"
+    assert "every one of the 6 samples failed and was skipped (first: s" in caught.value.problem
+    assert "features.h5" not in str(caught.value)
+
+
+def test_files_outside_the_manifest_folder_are_followed_and_listed(manifest_dir, tmp_path: Path):
+    secret = tmp_path.parent / f"{tmp_path.name}-elsewhere.txt"
+    secret.write_text("words from outside the dataset")
+    (manifest_dir / "t0.txt").symlink_to(secret)
+    rewrite_manifest(manifest_dir, "s0", "text", "t0.txt")
+    result = clcr("extract", "--dataset", "mine", "--manifest", manifest_dir / "data.csv", "--workdir",
+                  tmp_path / "data", "--num-frames", "4", "--frame-size", "32", "--max-seconds", "1.0")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"note: 1 input file(s) lie outside {manifest_dir} and are read as given" in text
+    assert str(secret.resolve()) in text
+    (store,) = (tmp_path / "data" / "extract").glob("*/features.h5")
+    with FeatureStore(store) as s:
+        assert s.settings["outside_root"] == [str(manifest_dir / "t0.txt")]
