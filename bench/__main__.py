@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import compiled, end_to_end, media, memory, streaming, text, training
+from bench import compiled, end_to_end, media, memory, resnet, streaming, text, training
 from bench.common import SCALE, SIZES, Result, growth, print_table, write_json
 
 # name -> (run(work, workdir, size) -> Result, the work at the small size)
@@ -26,8 +26,9 @@ BENCHMARKS: dict[str, tuple[Callable[..., Result], int]] = {
     "training-memory": (streaming.run, streaming.BASE_SAMPLES),
     "end-to-end": (end_to_end.run, end_to_end.BASE_EPOCHS),
     "compile": (compiled.run, compiled.BASE_SAMPLES),
+    "resnet": (resnet.run, resnet.BASE_SAMPLES),
 }
-OPT_IN = ("compile",)  # minutes of compiling on a CPU: only when named in --only
+OPT_IN = ("compile", "resnet")  # minutes on a CPU (compiling; 224-px ResNet18 steps): only when named
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

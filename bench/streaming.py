@@ -25,15 +25,18 @@ NEVER_STREAM_MB = 1e9  # a split budget no store here reaches: the in-memory pat
 SHAPES = {"text": (3, 32, 384), "audio": (201, 64), "video": (16, 64, 64, 3)}
 
 
-def write_store(folder: Path, n: int) -> Path:
-    """A store of ``n`` samples of random features (70/15/15 splits, 8 classes)."""
+def write_store(folder: Path, n: int, shapes: dict[str, tuple[int, ...]] | None = None) -> Path:
+    """A store of ``n`` samples of random features (70/15/15 splits, 8 classes), each modality
+    of ``shapes`` (default :data:`SHAPES`; by name: text levels, an audio sequence, video frames)."""
     from clcr_cli.store import ModalityLayout, PartData, assemble_store, write_part
 
-    layouts = {
+    shapes = shapes or SHAPES
+    known = {
         "text": ModalityLayout("levels", "text", "float32"),
         "audio": ModalityLayout("sequence", "audio", "float32"),
         "video": ModalityLayout("frames", "video", "uint8"),
     }
+    layouts = {m: known[m] for m in shapes}
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -43,11 +46,10 @@ def write_store(folder: Path, n: int) -> Path:
             part.ids.append(f"s{i:06d}")
             part.splits.append("train" if i % 20 < 14 else ("valid" if i % 20 < 17 else "test"))
             part.labels.append(float(i % 8))
-            part.features.setdefault("text", []).append(rng.standard_normal(SHAPES["text"], dtype="f4"))
-            part.features.setdefault("audio", []).append(rng.standard_normal(SHAPES["audio"], dtype="f4"))
-            part.features.setdefault("video", []).append(
-                rng.integers(0, 256, SHAPES["video"], dtype=np.uint8)
-            )
+            for m, shape in shapes.items():
+                part.features.setdefault(m, []).append(
+                    rng.integers(0, 256, shape, dtype=np.uint8) if layouts[m].dtype == "uint8"
+                    else rng.standard_normal(shape, dtype="f4"))
         parts.append(folder / f"part-{start:06d}.h5")
         write_part(parts[-1], part, layouts)
     out = folder / "features.h5"
