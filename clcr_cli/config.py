@@ -110,10 +110,13 @@ class ExtractConfig:
     num_frames: int = option(8, "Video frames per clip.", low=1, high=1024)
     frame_size: int = option(112, "Frames are resized to SIZE x SIZE.", low=1, high=1024)
     fps: float | None = option(None, "Sample frames at this rate (capped at --num-frames); default: evenly spaced.", low=0.01)
-    flow: Literal["sampled", "native"] = option(
-        "sampled", "Optical flow (UCF101): sampled (between the sampled, resized frames) or native (at each "
-        "sampled time, from that frame to the next one of the decoded video, at its resolution).",
-        key=UNLESS_DEFAULT)
+    flow: Literal["sampled", "native", "tvl1"] = option(
+        "sampled", "Optical flow (UCF101): sampled (between the sampled, resized frames), native (at each "
+        "sampled time, from that frame to the next one of the decoded video, at its resolution) or tvl1 "
+        "(pre-extracted TV-L1 u/v JPEGs under --flow-root, BalanceBenchmark's layout).", key=UNLESS_DEFAULT)
+    flow_root: str | None = option(
+        None, "--flow tvl1: the folder of the u/v JPEGs: <root>/u/<video>/frame000001.jpg and <root>/v/<video>/..., "
+        "or <root>/<video>/{u,v}/ (enters the key by its path).", key=UNLESS_DEFAULT)
     part_size: int = option(32, "Samples per resumable part file.", low=1)
     on_error: Literal["fail", "skip"] = option("fail", "fail: stop at a bad sample; skip: record it in skipped.csv and go on.")
 
@@ -134,7 +137,8 @@ class TrainConfig:
     batch_size: int = option(64, "Batch size (paper: 64).", low=1)
     lr: float = option(1e-3, "Learning rate (paper: 1e-3).", low=0)
     text_lr: float = option(0.0, "Learning rate of a BERT fine-tuned inside the model (extract --text-tokens, --text-finetune); 0: --lr.", low=0, key=UNLESS_DEFAULT)
-    gradient_checkpointing: bool = option(False, "Recompute a fine-tuned BERT's layers in the backward pass instead of keeping their activations (less memory, ~30 % more time).", key=False)
+    # UNLESS_DEFAULT, not key=False: a key=False option would enter the base of every ablate/noise key
+    gradient_checkpointing: bool = option(False, "Recompute a fine-tuned BERT's layers in the backward pass instead of keeping their activations (less memory, more time; the same results).", key=UNLESS_DEFAULT)
     momentum: float = option(0.9, "SGD momentum.", low=0)
     weight_decay: float = option(1e-4, "Weight decay.", low=0)
     optimizer: Literal["sgd", "adamw"] = option("sgd", "Optimiser (paper: SGD).")

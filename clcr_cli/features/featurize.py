@@ -139,6 +139,19 @@ def _native_flow(sample: Sample, cfg: ExtractConfig, noise: RawNoise | None) -> 
                                                window=sample.window))
 
 
+def _tvl1_flow(sample: Sample, cfg: ExtractConfig, noise: RawNoise | None) -> np.ndarray:
+    """``--flow tvl1``: the video's pre-extracted u/v JPEGs (``features/flow_frames.py``)."""
+    from clcr_cli.features.flow_frames import read_flow_frames
+
+    if cfg.flow_root is None:
+        raise ClcrError("--flow tvl1 needs --flow-root, the folder of the TV-L1 u/v JPEGs")
+    if noise is not None:
+        raise ClcrError("noise --level raw: pre-extracted TV-L1 flow cannot be perturbed")
+    root, video = Path(cfg.flow_root).expanduser(), Path(sample.video).stem
+    folder = root / "u" / video if (root / "u" / video).is_dir() else root / video
+    return read_flow_frames(folder, cfg.num_frames, cfg.frame_size)
+
+
 class Featurizer:
     """Turns samples into per-modality arrays with the shared extractors.
 
@@ -224,6 +237,8 @@ class Featurizer:
                 raise DataError(self.root, f"sample {sample.id}: no video file")
             if source == "flow" and cfg.flow == "native":
                 return _native_flow(sample, cfg, noise)
+            if source == "flow" and cfg.flow == "tvl1":
+                return _tvl1_flow(sample, cfg, noise)
             frames = read_frames(
                 sample.video, cfg.num_frames, cfg.frame_size, fps=cfg.fps, window=sample.window,
                 perturb=None if noise is None else noise.frames(sample.id),

@@ -105,3 +105,21 @@ def test_missing_frame_file(tmp_path):
     (tmp_path / "v" / "clip" / "frame000005.jpg").unlink()
     with pytest.raises(DataError, match="flow image missing"):
         read_flow_frames(tmp_path / "u" / "clip", 3, 8)
+
+
+def test_extract_reads_a_videos_tvl1_jpegs_with_flow_tvl1(tmp_path: Path):
+    from clcr_cli.config import extract_config
+    from clcr_cli.datasets.base import Sample
+    from clcr_cli.errors import ClcrError
+    from clcr_cli.features.featurize import Featurizer
+
+    write_video_flow(tmp_path / "flow", "v_Jump_g01_c01", 100)
+    sample = Sample("v_Jump_g01_c01", "train", 0.0, video=tmp_path / "UCF-101" / "Jump" / "v_Jump_g01_c01.avi")
+    cfg = extract_config({}, {"dataset": "ucf101", "flow": "tvl1", "flow_root": str(tmp_path / "flow"),
+                              "num_frames": 3, "frame_size": 16})
+    part, failed = Featurizer({"flow": "flow"}, cfg, "cpu", tmp_path).part([sample])
+    assert failed == [] and part.features["flow"][0].shape == (3, 16, 16, 2)
+    assert levels(part.features["flow"][0]) == [(2 * k, 255 - 2 * k) for k in flow_frame_numbers(100, 3)]
+    no_root = extract_config({}, {"dataset": "ucf101", "flow": "tvl1"})
+    with pytest.raises(ClcrError, match="--flow tvl1 needs --flow-root"):
+        Featurizer({"flow": "flow"}, no_root, "cpu", tmp_path).part([sample])
