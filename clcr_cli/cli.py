@@ -419,12 +419,14 @@ def noise(
 @with_options("predict")
 def predict(
     given: Given,
-    run: Annotated[Path, typer.Option(help="The train output folder whose model predicts.")],
+    run: Annotated[Path | None, typer.Option(help="The train output folder whose model predicts.")] = None,
+    latest: Annotated[str | None, typer.Option("--latest", metavar="<task>", help="Predict with the latest complete run of this task in --workdir instead of --run.")] = None,
     files: Annotated[list[Path] | None, typer.Argument(help="Media files; files of one name (a1.wav, a1.mp4, a1.txt) are one sample.", show_default=False)] = None,
     manifest: Annotated[Path | None, typer.Option(help="CSV of the inputs instead: id and audio/video/image/text columns (split and label not needed).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the outputs here (default: <run>/predict/<task>-<key>/).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any predict option as KEY=VALUE (repeatable).")] = None,
+    workdir: Workdir = Path("data"),
     config: ConfigFile = None,
     device: Device = "auto",
     force: Force = False,
@@ -433,10 +435,14 @@ def predict(
     """Apply a trained run to new media, extracted with exactly the settings of its store."""
     import json
 
+    from clcr_cli.runs import latest_run
     from clcr_cli.stages.predict import predict_run
 
     with user_errors(verbose):
+        if (run is None) == (latest is None):
+            raise ConfigError("predict: give --run DIR or --latest TASK (one of the two)")
         cfg = command_configs(config, given, parse_set(set_))["predict"]
+        run = run if run is not None else latest_run(workdir, latest)
         result = predict_run(run, cfg, files=files or (), manifest=manifest, out=out, force=force,
                              device=device, console=console)
         if json_out:

@@ -183,3 +183,17 @@ def test_an_undecodable_input_fails_or_is_skipped(synth_run, media, tmp_path: Pa
     result = predict_run(synth_run.run, PredictConfig(on_error="skip"), files=files)
     assert [r["id"] for r in read_csv(result.out / "predictions.csv")] == [media["few"][1]]
     assert [s[0] for s in result.skipped] == [media["few"][0]]
+
+
+def test_predict_finds_the_latest_run_of_a_task_in_a_workspace(synth_run, media, tmp_path):
+    import shutil
+
+    # a workspace of its own: other tests add runs of synth to the shared one
+    shutil.copytree(synth_run.run, tmp_path / "train" / synth_run.run.name, ignore=shutil.ignore_patterns("predict"))
+    by_run = CliRunner().invoke(app, ["predict", "--run", str(synth_run.run), "--json", *map(str, media["files"])])
+    latest = CliRunner().invoke(app, ["predict", "--latest", "synth", "--workdir", str(tmp_path), "--json",
+                                      *map(str, media["files"])])
+    assert latest.exit_code == 0, latest.output
+    assert json.loads(latest.stdout)["predictions"] == json.loads(by_run.stdout)["predictions"]
+    neither = CliRunner().invoke(app, ["predict", *map(str, media["files"])])
+    assert neither.exit_code == 2 and "give --run DIR or --latest TASK" in neither.output
