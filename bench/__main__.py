@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import compiled, end_to_end, media, memory, resnet, streaming, text, training
+from bench import compiled, end_to_end, finetune, media, memory, resnet, streaming, text, training
 from bench.common import SCALE, SIZES, Result, growth, print_table, write_json
 
 # name -> (run(work, workdir, size) -> Result, the work at the small size)
@@ -24,11 +24,12 @@ BENCHMARKS: dict[str, tuple[Callable[..., Result], int]] = {
     "memory": (memory.run, memory.BASE_SAMPLES),
     "training": (training.run, training.BASE_SAMPLES),
     "training-memory": (streaming.run, streaming.BASE_SAMPLES),
+    "finetune": (finetune.run, finetune.BASE_SAMPLES),
     "end-to-end": (end_to_end.run, end_to_end.BASE_EPOCHS),
     "compile": (compiled.run, compiled.BASE_SAMPLES),
     "resnet": (resnet.run, resnet.BASE_SAMPLES),
 }
-OPT_IN = ("compile", "resnet")  # minutes on a CPU (compiling; 224-px ResNet18 steps): only when named
+OPT_IN = ("compile", "resnet", "finetune")  # minutes on a CPU (compiling; 224-px ResNet18 steps; BERT fine-tuning): only when named
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
