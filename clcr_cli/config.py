@@ -83,6 +83,10 @@ class ExtractConfig:
     root: str | None = option(None, "The dataset's folder (default: <workdir>/raw/<dataset>).", key=False)
     split_file: str | None = option(None, "CREMA-D train.csv or Kinetics-Sounds my_train.txt (the test list beside it).", key=False)
     fold: int = option(1, "UCF101 official split.", low=1, high=3)
+    ave_reading: Literal["event", "video"] = option(
+        "event", "AVE: event (one sample per annotated event, cut to its window; classes in Annotations.txt "
+        "order) or video (the peers' reading, PMR's and ARL's: one sample per whole 10 s video, its first "
+        "listing in a split; classes in order of first appearance in testSet.txt).", key=UNLESS_DEFAULT)
     aligned: bool = option(False, "MOSI/MOSEI: aligned_50.pkl instead of unaligned_50.pkl.", flag="--aligned/--unaligned")
     manifest: str | None = option(None, "CSV manifest of a user's dataset (id, split, label, audio/video/image/text).", key=False)
     target: Literal["classification", "regression"] | None = option(None, "Manifest target (default: from the labels).")

@@ -7,15 +7,28 @@ Expected under ``--root`` (the extracted ``AVE_Dataset`` folder)::
     trainSet.txt, valSet.txt, testSet.txt  the same format, no header (3,339/402/402)
     AVE/<VideoID>.mp4                    10 s videos with their audio track
 
-Class names are the categories of ``Annotations.txt`` in order of first appearance
-(the order of the original release: Church bell 0, Male speech 1, Bark 2, ...); names
-contain commas, fields are separated by ``&``. Each sample is one annotated event:
-``Sample.window = (StartTime, EndTime)`` in seconds, to which the extract stage cuts
-audio and video; ``Sample.audio`` and ``Sample.video`` both point at the .mp4.
+Names contain commas, fields are separated by ``&``. ``Sample.audio`` and
+``Sample.video`` both point at the .mp4. Two readings (``options.ave_reading``):
 
-Some lines repeat: an exact repeat of an earlier line (any split) is skipped with a
-reason. A video with several distinct events gets one sample per event, with id
+``"event"`` (the default, clcr's own): each sample is one annotated event,
+``Sample.window = (StartTime, EndTime)`` in seconds, to which the extract stage cuts
+audio and video. Class names are the categories of ``Annotations.txt`` in order of
+first appearance (the order of the original release: Church bell 0, Male speech 1,
+Bark 2, ...). An exact repeat of an earlier line (any split) is skipped with a reason.
+A video with several distinct events gets one sample per event, with id
 ``<VideoID>_<start>_<end>``; a video with one event keeps the id ``<VideoID>``.
+
+``"video"`` (the peers' reading, PMR's and ARL's ``dataset/AVEDataset.py``, see
+docs/protocols.md): each sample is one whole 10 s video (no window); within a split a
+video listed again is skipped with a reason, its **first** listing gives the label (the
+official train list names 27 videos twice, some with two categories). Class names are
+the categories in order of first appearance in ``testSet.txt`` (the peers' label
+order), then any category absent from it in order of first appearance in
+``trainSet.txt`` and ``valSet.txt`` (the peers' code would fail on one; the official
+lists have none). A video listed in two splits (the official lists share 8 ids between
+train and test, 10 between train and val) is a sample of each, as the peers read it:
+the first split of train, valid, test keeps the id ``<VideoID>``, a later one gets
+``<VideoID>_valid`` or ``<VideoID>_test``.
 """
 
 from __future__ import annotations
@@ -36,7 +49,7 @@ from clcr_cli.datasets.layout import (
     require_file,
     require_root,
 )
-from clcr_cli.errors import DataError
+from clcr_cli.errors import ConfigError, DataError
 
 SPLIT_FILES = {"train": "trainSet.txt", "valid": "valSet.txt", "test": "testSet.txt"}
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"
@@ -73,9 +86,40 @@ def read_events(path: Path) -> list[Event]:
     return events
 
 
+READINGS = ("event", "video")
+
+
 def load(options: DatasetOptions) -> LoadedDataset:
-    """Find the AVE events under ``options.root`` (see the module docstring)."""
+    """Find the AVE samples under ``options.root`` (see the module docstring)."""
+    if options.ave_reading not in READINGS:
+        raise ConfigError(f"AVE readings are {' and '.join(READINGS)}, not {options.ave_reading!r}")
     root = require_root(options, "ave")
+    if options.ave_reading == "video":
+        return load_videos(root)
+    return load_events(root)
+
+
+def check_videos(video_dir: Path, video_ids: list[str]) -> None:
+    """A DataError naming the listed videos without their .mp4."""
+    missing = sorted({v for v in video_ids if not (video_dir / f"{v}.mp4").is_file()})
+    if missing:
+        raise DataError(
+            video_dir,
+            f"{len(missing)} of the listed videos are missing: {name_few(f'{v}.mp4' for v in missing)}",
+        )
+
+
+def info_of(class_names: tuple[str, ...]) -> DatasetInfo:
+    return DatasetInfo(
+        name="ave",
+        target="classification",
+        modalities={"audio": "audio", "video": "video"},
+        class_names=class_names,
+    )
+
+
+def load_events(root: Path) -> LoadedDataset:
+    """clcr's reading: one sample per annotated event, cut to its window."""
     annotations = root / "Annotations.txt"
     class_names = tuple(dict.fromkeys(e.category for e in read_events(annotations)))
     video_dir = require_dir(root / "AVE", "the AVE videos as AVE/<VideoID>.mp4")
@@ -96,14 +140,7 @@ def load(options: DatasetOptions) -> LoadedDataset:
                     f"line {line_no}: category '{event.category}' is not in {annotations.name}",
                 )
             kept.append((split, event))
-    missing = sorted(
-        {e.video_id for _, e in kept if not (video_dir / f"{e.video_id}.mp4").is_file()}
-    )
-    if missing:
-        raise DataError(
-            video_dir,
-            f"{len(missing)} of the listed videos are missing: {name_few(f'{v}.mp4' for v in missing)}",
-        )
+    check_videos(video_dir, [e.video_id for _, e in kept])
     events_per_video = Counter(e.video_id for _, e in kept)
     samples = []
     for split, event in kept:
@@ -121,11 +158,50 @@ def load(options: DatasetOptions) -> LoadedDataset:
                 window=(event.start, event.end),
             )
         )
-    info = DatasetInfo(
-        name="ave",
-        target="classification",
-        modalities={"audio": "audio", "video": "video"},
-        class_names=class_names,
-    )
     lists = [annotations, *(root / name for name in SPLIT_FILES.values())]
-    return build_dataset(info, samples, root, root / SPLIT_FILES["train"], skipped, lists)
+    return build_dataset(
+        info_of(class_names), samples, root, root / SPLIT_FILES["train"], skipped, lists
+    )
+
+
+def load_videos(root: Path) -> LoadedDataset:
+    """The peers' reading: one sample per whole video, first listing within a split."""
+    listed = {split: read_events(root / name) for split, name in SPLIT_FILES.items()}
+    categories = [e.category for split in ("test", "train", "valid") for e in listed[split]]
+    class_names = tuple(dict.fromkeys(categories))
+    video_dir = require_dir(root / "AVE", "the AVE videos as AVE/<VideoID>.mp4")
+    check_videos(video_dir, [e.video_id for events in listed.values() for e in events])
+    samples: list[Sample] = []
+    skipped: list[Skipped] = []
+    split_of_id: dict[str, str] = {}  # video -> the first split that lists it
+    for split, name in SPLIT_FILES.items():
+        first_line: dict[str, int] = {}
+        for line_no, event in enumerate(listed[split], 1):
+            if event.video_id in first_line:
+                skipped.append(
+                    Skipped(
+                        event.video_id,
+                        f"{name} line {line_no} lists the video again (line "
+                        f"{first_line[event.video_id]} gives its label, as the peers keep the first)",
+                    )
+                )
+                continue
+            first_line[event.video_id] = line_no
+            split_of_id.setdefault(event.video_id, split)
+            sample_id = event.video_id
+            if split_of_id[event.video_id] != split:
+                sample_id = f"{event.video_id}_{split}"
+            path = video_dir / f"{event.video_id}.mp4"
+            samples.append(
+                Sample(
+                    id=sample_id,
+                    split=split,
+                    label=float(class_names.index(event.category)),
+                    audio=path,
+                    video=path,
+                )
+            )
+    lists = [root / name for name in SPLIT_FILES.values()]
+    return build_dataset(
+        info_of(class_names), samples, root, root / SPLIT_FILES["train"], skipped, lists
+    )

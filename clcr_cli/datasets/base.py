@@ -88,3 +88,6 @@ class DatasetOptions:
     target: Target | None = None  # manifest: classification or regression
     n_samples: int = 240  # synth: how many samples to generate
     seed: int = 0
+    # AVE: "event" (one sample per annotated event, cut to its window) or "video" (the
+    # peers' reading, PMR's and ARL's: one sample per whole video, first listing kept)
+    ave_reading: str = "event"

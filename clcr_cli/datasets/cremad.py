@@ -14,12 +14,17 @@ Splits:
 - ``--split-file train.csv``: OGM-GE's lists (``train.csv`` and ``test.csv`` beside it;
   rows ``clip,LABEL``, with or without a ``name,label`` header, CRLF or LF). Every
   listed clip must have both files; clips on disk but in neither list are skipped.
+  When a ``val.csv`` lies beside the train list, it is the valid split: Diagnosing &
+  Re-learning ships ``my_train.csv`` (5,954) + ``val.csv`` (744), a carve of OGM-GE's
+  ``train.csv`` (6,698), next to its ``train.csv`` and ``test.csv``. Its clips are taken
+  out of the train list, so ``--split-file my_train.csv`` and ``--split-file train.csv``
+  of that folder give the same three splits.
 - otherwise a fixed, speaker-independent split by actor: the 9 actors whose number is
   a multiple of ten (1010, 1020, ..., 1090) form the test split, about 10 % of the clips.
 
-In both cases valid is carved from train by actor (``layout.carve_valid``, 10 % of the
-train actors, seeded by ``options.seed``), so no speaker is in both train and valid.
-Known bad clips are skipped with their reason, as are files without their partner.
+Without a ``val.csv``, valid is carved from train by actor (``layout.carve_valid``, 10 %
+of the train actors, seeded by ``options.seed``), so no speaker is in both train and
+valid. Known bad clips are skipped with their reason, as are files without their partner.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from clcr_cli.errors import DataError
 
 EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")  # label index = position
 N_CLIPS = 7442
+VALID_LIST = "val.csv"  # D&R's valid split, beside its my_train.csv / train.csv and test.csv
 CLIP_NAME = re.compile(
     r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{2})$"
 )
@@ -85,13 +91,16 @@ def load(options: DatasetOptions) -> LoadedDataset:
     flvs = clip_files(root / "VideoFlash", ".flv")
     lists: list[Path] = []
     if options.split_file is not None:
-        samples, skipped = from_split_files(Path(options.split_file), wavs, flvs)
         source = Path(options.split_file)
         lists = [source, source.with_name("test.csv")]
+        if source.with_name(VALID_LIST) != source and source.with_name(VALID_LIST).is_file():
+            lists.append(source.with_name(VALID_LIST))
+        samples, skipped = from_split_files(source, wavs, flvs)
     else:
         samples, skipped = by_actor(wavs, flvs)
         source = root
-    samples = carve_valid(samples, actor_of, options.seed, source)
+    if not any(s.split == "valid" for s in samples):
+        samples = carve_valid(samples, actor_of, options.seed, source)
     return build_dataset(INFO, samples, root, source, skipped, lists)
 
 
@@ -167,7 +176,22 @@ def from_split_files(
     train_file: Path, wavs: dict[str, Path], flvs: dict[str, Path]
 ) -> tuple[list[Sample], list[Skipped]]:
     test_file = train_file.with_name("test.csv")
+    valid_file = train_file.with_name(VALID_LIST)
     listed = {"train": read_split_file(train_file), "test": read_split_file(test_file)}
+    if valid_file != train_file and valid_file.is_file():
+        valid = read_split_file(valid_file)
+        in_test = sorted({clip for clip, _ in valid} & {clip for clip, _ in listed["test"]})
+        if in_test:
+            raise DataError(
+                valid_file,
+                f"{len(in_test)} clip(s) are also in {test_file.name}: {name_few(in_test)}",
+            )
+        valid_clips = {clip for clip, _ in valid}
+        # D&R's val.csv is carved from OGM-GE's train.csv: out of train when listed there too
+        listed["train"] = [row for row in listed["train"] if row[0] not in valid_clips]
+        if not listed["train"]:
+            raise DataError(train_file, f"every listed clip is also in {valid_file.name}")
+        listed["valid"] = valid
     samples, skipped, absent = [], [], []
     for split, rows in listed.items():
         for clip, _ in rows:
@@ -184,7 +208,8 @@ def from_split_files(
         )
     in_lists = {clip for rows in listed.values() for clip, _ in rows}
     unlisted = sorted((wavs.keys() | flvs.keys()) - in_lists)
-    skipped += [
-        Skipped(clip, f"not listed in {train_file.name} or {test_file.name}") for clip in unlisted
-    ]
+    names = f"{train_file.name} or {test_file.name}"
+    if "valid" in listed:
+        names = f"{train_file.name}, {valid_file.name} or {test_file.name}"
+    skipped += [Skipped(clip, f"not listed in {names}") for clip in unlisted]
     return samples, skipped

@@ -4,9 +4,15 @@ Expected under ``--root``::
 
     my_train.txt, my_test.txt     OGM-GE lists (or ``--split-file .../my_train.txt``
                                   with my_test.txt beside it); CRLF or LF lines
-                                  ``<ytid>_<start6>_<end6>,10,<label 0-30>``
-    **/<ytid>_<start6>_<end6>.mp4 the 10 s clips (.mp4, .mkv, .webm or .avi), in one flat
+                                  ``<id>,10,<label 0-30>``
+    **/<id>.mp4                   the 10 s clips (.mp4, .mkv, .webm or .avi), in one flat
                                   folder or in sub-folders (e.g. one per class)
+
+A clip id is the list's first field, whatever its form, and the file is named after it:
+OGM-GE's ``my_train.txt`` uses ``<ytid>_<start6>_<end6>`` (the YouTube id, then the
+clip's start and end in seconds, zero-padded to 6 digits), its ``my_test.txt``
+``<ytid>_<n>`` (a running number: the list gives no times); YouTube ids themselves
+contain ``_`` and ``-``, so an id is never split.
 
 Each clip is a video with its audio track: ``Sample.audio`` and ``Sample.video`` both
 point at the file and the extract stage decodes both from it.
@@ -37,7 +43,8 @@ from clcr_cli.datasets.layout import (
 from clcr_cli.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi")
-LIST_FORMAT = "lines <ytid>_<start6>_<end6>,10,<label>"
+# OGM-GE's ids: <ytid>_<start6>_<end6> in my_train.txt, <ytid>_<n> in my_test.txt
+LIST_FORMAT = "lines <ytid>_<start6>_<end6>,10,<label> or <ytid>_<n>,10,<label>"
 
 
 def read_list(path: Path) -> list[tuple[str, int]]:
@@ -49,7 +56,9 @@ def read_list(path: Path) -> list[tuple[str, int]]:
         fields = line.split(",")
         if len(fields) != 3 or not fields[0] or not fields[2].isdigit():
             raise DataError(
-                path, f"line {line_no} is not '<ytid>_<start6>_<end6>,10,<label>': {line}"
+                path,
+                f"line {line_no} is not '<ytid>_<start6>_<end6>,10,<label>' "
+                f"(or '<ytid>_<n>,10,<label>'): {line}",
             )
         pairs.append((fields[0], int(fields[2])))
     if not pairs:

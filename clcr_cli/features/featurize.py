@@ -58,6 +58,7 @@ def dataset_options(cfg: ExtractConfig, workdir: Path) -> DatasetOptions:
         root=root,
         split_file=None if cfg.split_file is None else Path(cfg.split_file).expanduser().resolve(),
         fold=cfg.fold,
+        ave_reading=cfg.ave_reading,
         aligned=cfg.aligned,
         manifest=None if cfg.manifest is None else Path(cfg.manifest).expanduser().resolve(),
         target=cfg.target,  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import pytest
 
 from clcr_cli.datasets import load_dataset, skipped_samples
 from clcr_cli.datasets.base import DatasetOptions
-from clcr_cli.errors import DataError
+from clcr_cli.errors import ConfigError, DataError
 
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"
 TRAIN = [
@@ -93,3 +93,54 @@ def test_layout_errors(tmp_path):
     (root / "Annotations.txt").unlink()
     with pytest.raises(DataError, match="Annotations.txt: missing file"):
         load_dataset("ave", DatasetOptions(root=root))
+
+
+def test_the_peers_reading_one_sample_per_whole_video(tmp_path):
+    """PMR's and ARL's AVEDataset.py: a whole video per sample, the first listing of a
+    video in a split kept, classes in order of first appearance in testSet.txt."""
+    root = make_ave(tmp_path / "AVE_Dataset")
+    # a video listed again with another category (as 27 official train ids are), and a
+    # train video that is in test too (as 8 official ids are)
+    with (root / "trainSet.txt").open("ab") as f:
+        f.write(b"Church bell&-SpHw8-cyJM&good&2&5\r\nBark&b2MT2NwDKRc&good&0&10\r\n")
+    dataset = load_dataset("ave", DatasetOptions(root=root, ave_reading="video"))
+    # testSet.txt names Bark first, then Church bell; Male speech only in train and val
+    assert dataset.info.class_names == ("Bark", "Church bell", "Male speech, man speaking")
+    by_id = {s.id: s for s in dataset.samples}
+    assert set(by_id) == {
+        "RUhOCu3LNXM",
+        "MdGwwgmYVHk",
+        "-SpHw8-cyJM",
+        "9Jm3ZgPs3dA",
+        "b2MT2NwDKRc",
+        "h4HnuVGfqAU",
+        "zT0jXyjvO1g",
+        "b2MT2NwDKRc_test",
+    }
+    assert all(s.window is None for s in dataset.samples)  # the whole clip
+    bark = by_id[
+        "-SpHw8-cyJM"
+    ]  # first listing: Bark 0-4; its Bark 6-10 and Church bell lines dropped
+    assert bark.label == 0.0 and bark.split == "train"
+    assert bark.audio == bark.video == root / "AVE" / "-SpHw8-cyJM.mp4"
+    assert by_id["MdGwwgmYVHk"].label == 2.0 and by_id["h4HnuVGfqAU"].split == "valid"
+    assert by_id["b2MT2NwDKRc"].split == "train" and by_id["b2MT2NwDKRc"].label == 0.0
+    leaked = by_id["b2MT2NwDKRc_test"]
+    assert (
+        leaked.split == "test"
+        and leaked.label == 1.0
+        and leaked.video == by_id["b2MT2NwDKRc"].video
+    )
+    reasons = skipped_samples(dataset)
+    assert [video for video, _ in reasons] == ["-SpHw8-cyJM", "9Jm3ZgPs3dA", "-SpHw8-cyJM"]
+    assert reasons[0][1] == (
+        "trainSet.txt line 4 lists the video again (line 3 gives its label, as the peers keep the first)"
+    )
+    # the default reading is clcr's, one sample per event
+    assert load_dataset("ave", DatasetOptions(root=root)).samples[0].window == (0.0, 10.0)
+
+
+def test_unknown_reading(tmp_path):
+    root = make_ave(tmp_path / "AVE_Dataset")
+    with pytest.raises(ConfigError, match="AVE readings are event and video, not 'clip'"):
+        load_dataset("ave", DatasetOptions(root=root, ave_reading="clip"))

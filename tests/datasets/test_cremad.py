@@ -157,3 +157,56 @@ def test_missing_and_empty_folders(tmp_path):
         load_dataset("cremad", DatasetOptions(root=root))
     with pytest.raises(DataError, match="root folder does not exist"):
         load_dataset("cremad", DatasetOptions(root=tmp_path / "absent"))
+
+
+def write_dr_lists(folder: Path, clips: list[str]) -> dict[str, Path]:
+    """Diagnosing & Re-learning's folder: OGM-GE's train.csv and test.csv (with a
+    ``name,label`` header) and its carve of that train list, my_train.csv + val.csv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    test, train = clips[:6], clips[6:]
+    val = train[::5]
+    my_train = [c for c in train if c not in val]
+
+    def rows(names: list[str]) -> list[str]:
+        return ["name,label", *(f"{c},{c.split('_')[2]}" for c in names)]
+
+    return {
+        "train": write_crlf(folder / "train.csv", rows(train)),
+        "test": write_crlf(folder / "test.csv", rows(test)),
+        "my_train": write_crlf(folder / "my_train.csv", rows(my_train)),
+        "val": write_crlf(folder / "val.csv", rows(val)),
+        "names": {"test": set(test), "valid": set(val), "train": set(my_train)},
+    }
+
+
+def test_dr_val_csv_beside_the_train_list_is_the_valid_split(tmp_path):
+    clips = clip_names()
+    root = make_cremad(tmp_path / "CREMA-D", clips)
+    lists = write_dr_lists(tmp_path / "cremad", clips)
+    expected = lists["names"]
+    for train_list in (lists["my_train"], lists["train"]):  # either gives the same splits
+        for seed in (0, 5):  # nothing is carved, so the seed changes nothing
+            dataset = load_dataset(
+                "cremad", DatasetOptions(root=root, split_file=train_list, seed=seed)
+            )
+            got: dict[str, set[str]] = {"train": set(), "valid": set(), "test": set()}
+            for s in dataset.samples:
+                got[s.split].add(s.id)
+            assert got == expected
+            assert lists["val"] in dataset.sources
+    assert skipped_samples(dataset) == ()
+
+
+def test_dr_val_csv_errors_and_skips(tmp_path):
+    clips = clip_names()
+    root = make_cremad(tmp_path / "CREMA-D", [*clips, "1076_MTI_SAD_XX"])
+    lists = write_dr_lists(tmp_path / "cremad", clips)
+    write_crlf(lists["val"], ["name,label", "1076_MTI_SAD_XX,SAD", f"{clips[9]},{clips[9][9:12]}"])
+    dataset = load_dataset("cremad", DatasetOptions(root=root, split_file=lists["my_train"]))
+    assert {s.id for s in dataset.samples if s.split == "valid"} == {clips[9]}
+    assert "no audio" in dict(skipped_samples(dataset))["1076_MTI_SAD_XX"]
+    write_crlf(lists["val"], ["name,label", f"{clips[0]},{clips[0][9:12]}"])  # a test clip
+    with pytest.raises(
+        DataError, match=r"val.csv: 1 clip\(s\) are also in test.csv: 1001_DFA_NEU_XX"
+    ):
+        load_dataset("cremad", DatasetOptions(root=root, split_file=lists["my_train"]))

@@ -79,3 +79,25 @@ def test_layout_errors(tmp_path):
         DataError, match=r"my_test.txt: line 1 is not '<ytid>_<start6>_<end6>,10,<label>'"
     ):
         load_dataset("ks", DatasetOptions(root=root))
+
+
+def test_ogm_ge_test_ids_of_the_ytid_n_form(tmp_path):
+    """OGM-GE's real my_test.txt names its clips <ytid>_<n> (a running number, no times);
+    its my_train.txt <ytid>_<start6>_<end6>. Both forms are ids, YouTube ids with '_' and
+    '-' included, and the clip files are named after them."""
+    train = [("a_B-c9dEfGh_000012_000022", 0), ("Zz-_-yx0Wv1_000000_000010", 1)] + [
+        (f"q{k}W_e-rTyUi_{k:06d}_{k + 10:06d}", k % 2) for k in range(8)
+    ]
+    test = [("a_B-c9dEfGh_7", 0), ("-_Qw3rtyU1o_4008", 1), ("kLmN0pQ_sT_0", 1)]
+    root = tmp_path / "ks"
+    write_lists(root, train, test)
+    for clip, _ in train + test:
+        (root / f"{clip}.mp4").write_bytes(b"\0")
+    dataset = load_dataset("ks", DatasetOptions(root=root))
+    by_id = {s.id: s for s in dataset.samples}
+    assert {c for c, s in by_id.items() if s.split == "test"} == {c for c, _ in test}
+    assert by_id["-_Qw3rtyU1o_4008"].label == 1.0
+    assert by_id["a_B-c9dEfGh_7"].video == root / "a_B-c9dEfGh_7.mp4"
+    assert by_id["a_B-c9dEfGh_7"].split == "test"
+    assert by_id["a_B-c9dEfGh_000012_000022"].split in ("train", "valid")
+    assert skipped_samples(dataset) == ()
