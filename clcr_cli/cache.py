@@ -349,6 +349,7 @@ def produce(
     console: Console | None = None,
     lock_timeout: float | None = None,
     writer: bool = True,
+    resumable: bool = True,
 ) -> Mapping[str, Any] | None:
     """The routine of every stage: make ``stage``'s output with ``work``, or reuse it.
 
@@ -360,6 +361,8 @@ def produce(
     is a process that works alongside the writer (a DDP rank other than 0): it neither
     locks, begins nor completes. Returns the summary, or None if reused. A failing
     filesystem call (a full disk, a read-only folder) is one line naming the path.
+    ``resumable`` False: a stage that cannot resume from what a failed ``work()`` left (an
+    evaluation): the folder is removed, so no partial output lingers in ``clcr status``.
     """
     console = console or Console(stderr=True)
     key = stage.key
@@ -369,6 +372,7 @@ def produce(
         return None
     if not writer:
         return work()
+    begun = False
     try:
         with stage.lock(lock_timeout, on_wait=console.print):
             check = stage.check()
@@ -380,11 +384,23 @@ def produce(
                               f"is damaged: {escape(check.describe())}", soft_wrap=True)
                 stage.discard(check)
             stage.begin(force=force)
+            begun = True
             summary = dict(work() or {})
             stage.complete(summary)
     except OSError as exc:
+        _unless_resumable(stage, resumable or not begun)
         raise environment_error(exc, stage.path) from exc
+    except BaseException:
+        _unless_resumable(stage, resumable or not begun)
+        raise
     return summary
+
+
+def _unless_resumable(stage: StageDir, resumable: bool) -> None:
+    """After a failed ``work()`` (this process began the output): a stage that cannot resume
+    leaves no unfinished output behind."""
+    if not resumable and stage.path.is_dir() and not stage.is_complete():
+        remove(stage.path)
 
 
 @dataclass(frozen=True)
