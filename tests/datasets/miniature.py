@@ -397,8 +397,11 @@ def write_ave(
     write_lines(root / "trainSet.txt", lists["train"])
     write_lines(root / "valSet.txt", lists["valid"])
     write_lines(root / "testSet.txt", lists["test"])
-    n_events = {split: len(dict.fromkeys(lines)) for split, lines in lists.items()}
-    return Miniature(root, AVE_CLASSES, n_events, skipped=1)
+    # the recipe's reading (ave_reading = "video"): one sample per video, its first event;
+    # the repeated line and the two-event video's second line are skipped
+    n_videos = {split: len(dict.fromkeys(line.split("&")[1] for line in lines)) for split, lines in lists.items()}
+    # classes in order of first appearance in testSet.txt, as that reading numbers them
+    return Miniature(root, tuple(AVE_CLASSES[i] for i in order["test"]), n_videos, skipped=2)
 
 
 # ---------------------------------------------------------------------------------------------
