@@ -471,6 +471,7 @@ def _predictions_table(result: Any) -> None:
 @app.command("config", cls=SectionedHelp)
 def show_config(
     task: Annotated[str, typer.Option("--task", help="The task (dataset) whose options to print.")] = "synth",
+    recipe: Annotated[str | None, typer.Option("--recipe", help="A recipe of clcr_cli/configs/ by name instead of the task's own (e.g. mosi-dlf).")] = None,
     set_: SetTrain = None,
     config: ConfigFile = None,
     verbose: Verbose = False,
@@ -487,9 +488,10 @@ def show_config(
 
     with user_errors(verbose):
         toml, source = load_toml(config), str(config)
-        extract_cfg = extract_config(toml, {"dataset": task}, source)
-        train_cfg = train_config(toml, {"task": task}, source, parse_set(set_))
-        recipes = ", ".join(where.rsplit(":", 1)[0] for where, _ in recipe_layers(task, "train"))
+        chosen = {"recipe": recipe} if recipe else {}
+        extract_cfg = extract_config(toml, {"dataset": task, **chosen}, source)
+        train_cfg = train_config(toml, {"task": task, **chosen}, source, parse_set(set_))
+        recipes = ", ".join(where.rsplit(":", 1)[0] for where, _ in recipe_layers(recipe or task, "train", recipe))
         header = f"clcr config --task {task}: the recipe {recipes}\nover the declared defaults"
         header += f", under {config}" if config else ""
         typer.echo(effective_toml({"extract": extract_cfg, "train": train_cfg}, header), nl=False)

@@ -53,8 +53,16 @@ MODEL_VALUES = {
     "tcn_kernel": 5,
     "reg_max_tokens": 1024,
     "encoder": "resnet18",
+    "text_finetune": True,
+    "lambda_aux": 0.5,
+    "evidence": "both",
+    "evidence_temperature": 0.2,
+    "spec_time_mask": 0.1,
+    "spec_freq_mask": 0.1,
 }
-DATA_FIELDS = {"modalities", "task", "num_classes"}
+# options that are only valid beside another one: set together with it
+COMPANIONS = {"evidence": {"lambda_aux": 0.5}}
+DATA_FIELDS = {"modalities", "task", "num_classes", "text_encoder"}
 STORE = SimpleNamespace(  # what model_config reads of a feature store
     modalities={
         "text": ModalityInfo("text", "levels", "text", (3, 8, 6), "float32"),
@@ -85,15 +93,18 @@ def test_every_model_setting_is_an_option():
 @pytest.mark.parametrize("name", sorted(MODEL_VALUES))
 def test_every_model_option_is_settable_from_toml_and_set_and_lands_in_the_model(name, tmp_path: Path):
     value = MODEL_VALUES[name]
+    chosen = {name: value, **COMPANIONS.get(name, {})}
     config = tmp_path / "c.toml"
-    config.write_text(f'[train]\ntask = "mosi"\n\n[train.model]\n{name} = {toml_literal(value)}\n')
+    lines = "".join(f"{k} = {toml_literal(v)}\n" for k, v in chosen.items())
+    config.write_text(f'[train]\ntask = "mosi"\n\n[train.model]\n{lines}')
     from_toml = train_config(load_toml(config), {}, str(config))
-    from_set = train_config({}, {"task": "mosi"}, sets=parse_set([f"model.{name}={toml_literal(value)}"]))
-    bare_set = train_config({}, {"task": "mosi"}, sets=parse_set([f"{name}={toml_literal(value)}"]))
+    from_set = train_config({}, {"task": "mosi"}, sets=parse_set([f"model.{k}={toml_literal(v)}" for k, v in chosen.items()]))
+    bare_set = train_config({}, {"task": "mosi"}, sets=parse_set([f"{k}={toml_literal(v)}" for k, v in chosen.items()]))
     assert from_toml == from_set == bare_set
     assert getattr(from_toml.model, name) == value
     # everything else is the default
-    assert dataclasses.replace(from_toml.model, **{name: getattr(ModelConfig(()), name)}) == ModelConfig(())
+    defaults = ModelConfig(())
+    assert dataclasses.replace(from_toml.model, **{k: getattr(defaults, k) for k in chosen}) == defaults
     model = build_model(model_config(from_toml, STORE))
     assert getattr(model.config, name) == value
     assert model.config.num_classes == 4 and [s.name for s in model.config.modalities] == ["text", "audio", "video"]

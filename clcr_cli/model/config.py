@@ -19,6 +19,9 @@ class ModelConfig:
     False. ``budget_scale`` is the initial scale gamma_{l,m} of the budget's scores (intraced.py). ``shared_dim``/``private_dim`` (k_sh, k_pr) default to d // 2 each; k_sh + k_pr <= d.
     ``whitening`` picks the regularisers' whitening ("standardise" or "full", see losses.py);
     ``reg_max_tokens`` caps the tokens the token-level regularisers look at.
+    ``lambda_aux``, ``evidence``, ``evidence_temperature`` (heads.py, intercad.py) and
+    ``spec_time_mask``/``spec_freq_mask`` (batch.py) are readings added beyond the paper, all
+    off by default (docs/model.md).
 
     ``modalities``, ``task`` and ``num_classes`` come from the data; every other field is a
     setting, and its ``help`` metadata makes it an option of ``clcr train`` (``clcr_cli.config``).
@@ -48,6 +51,17 @@ class ModelConfig:
     frame_channels: tuple[int, int, int] = field(default=(16, 32, 64), metadata={"help": "Channels of the frame CNN's three stages."})
     tcn_kernel: int = field(default=3, metadata={"help": "Kernel size of the TCN stages (odd)."})
     reg_max_tokens: int = field(default=4096, metadata={"help": "Most tokens the token-level regularisers look at."})
+    # readings added for modalities that do not transfer (docs/model.md, "Leaning on the modality
+    # that transfers"); each off by default, and a key of the run only when set
+    lambda_aux: float = field(default=0.0, metadata={"help": "CLCR: weight of the per-modality auxiliary heads' task loss, each head on its modality's own encoder levels (0: no auxiliary heads).", "key": "unless-default"})
+    evidence: Literal["none", "selection", "gates", "both"] = field(default="none", metadata={"help": "CLCR: discount a modality by its auxiliary head's uncertainty in InterCAD's modality selection, its private gates, both, or none (the paper's reading); needs --lambda-aux > 0.", "key": "unless-default"})
+    evidence_temperature: float = field(default=0.1, metadata={"help": "CLCR: temperature tau of the evidence-driven selection and gates (smaller: sharper).", "key": "unless-default"})
+    spec_time_mask: float = field(default=0.0, metadata={"help": "CLCR: SpecAugment time masks in training, two per sample of up to this share of its steps each, on every sequence modality (0: off).", "key": "unless-default"})
+    spec_freq_mask: float = field(default=0.0, metadata={"help": "CLCR: SpecAugment frequency masks in training, two per sample of up to this share of the features each (0: off).", "key": "unless-default"})
+    text_finetune: bool = field(default=False, metadata={"help": "Fine-tune the BERT that runs inside the model (a store extracted with --text-tokens); off, it stays as loaded.", "key": "unless-default"})
+    # from the data, like ``modalities``: the BERT of a ``tokens`` modality (its HF config, the
+    # hidden states its levels are taken from, and the local folder its weights load from)
+    text_encoder: dict[str, Any] | None = None
 
     def encoder_of(self, modality: str) -> str:
         """The encoder of ``modality``: ``encoder`` when it is one name, else its entry in the
@@ -108,11 +122,12 @@ class ModelConfig:
             raise ModelConfigError(f"frame_channels: expected 3 channel counts, got {self.frame_channels!r}", ("frame_channels",))
         for channels in self.frame_channels:
             _bounded("frame_channels", channels, 1, MAX_FRAME_CHANNELS)
-        for name in ("lambda_intra", "lambda_inter", "budget_scale", "participation", "dropout"):
+        for name in ("lambda_intra", "lambda_inter", "budget_scale", "participation", "dropout",
+                     "lambda_aux", "evidence_temperature", "spec_time_mask", "spec_freq_mask"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ModelConfigError(f"{name}: expected a finite number, got {value!r}", (name,))
-        for name in ("lambda_intra", "lambda_inter"):
+        for name in ("lambda_intra", "lambda_inter", "lambda_aux"):
             if getattr(self, name) < 0:
                 raise ModelConfigError(f"{name}: must be at least 0, got {getattr(self, name)}", (name,))
         if not isinstance(self.learn_budget, bool):
@@ -134,6 +149,16 @@ class ModelConfig:
             )
         if self.whitening not in ("standardise", "full"):
             raise ModelConfigError(f"whitening: must be 'standardise' or 'full', got {self.whitening!r}", ("whitening",))
+        if self.evidence not in ("none", "selection", "gates", "both"):
+            raise ModelConfigError(f"evidence: must be none, selection, gates or both, got {self.evidence!r}", ("evidence",))
+        if self.evidence != "none" and not self.lambda_aux > 0:
+            raise ModelConfigError(f"evidence={self.evidence} reads the auxiliary heads' uncertainty: set lambda_aux > 0",
+                                   ("evidence", "lambda_aux"))
+        if self.evidence_temperature <= 0:
+            raise ModelConfigError(f"evidence_temperature: must be > 0, got {self.evidence_temperature}", ("evidence_temperature",))
+        for name in ("spec_time_mask", "spec_freq_mask"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ModelConfigError(f"{name}: must lie in [0, 1), got {getattr(self, name)}", (name,))
         if self.budget_scale <= 0:
             raise ModelConfigError(f"budget_scale: must be > 0, got {self.budget_scale}", ("budget_scale",))
         if not 0 < self.participation <= 1:
@@ -184,17 +209,19 @@ class ModelConfig:
 
     def _encoder_input(self, spec: ModalitySpec) -> int:
         """The width each level's projection reads: stored levels as they are, else d."""
-        return spec.dim if spec.kind == "levels" else self.d
+        return spec.dim if spec.kind in ("levels", "tokens") else self.d
 
     def _validate_spec(self, spec: ModalitySpec) -> None:
         where = f"modality {spec.name!r}"
         if not isinstance(spec.name, str) or not spec.name:
             raise ModelConfigError(f"modality names must be non-empty strings, got {spec.name!r}")
-        if spec.kind not in ("levels", "sequence", "frames"):
+        if spec.kind == "tokens" and self.text_encoder is None:
+            raise ModelConfigError(f"{where}: token ids need the BERT they feed (text_encoder)")
+        if spec.kind not in ("levels", "sequence", "frames", "tokens"):
             raise ModelConfigError(f"{where}: unknown kind {spec.kind!r}")
         for name, (low, high) in SPEC_BOUNDS.items():
             _bounded(f"{where} {name}", getattr(spec, name), low, high)
-        if spec.kind == "levels" and spec.num_levels_in < self.num_levels:
+        if spec.kind in ("levels", "tokens") and spec.num_levels_in < self.num_levels:
             raise ModelConfigError(
                 f"{where} holds {spec.num_levels_in} stored hidden-state level(s) but the model "
                 f"needs num_levels={self.num_levels}: extract more text layers or lower num_levels",

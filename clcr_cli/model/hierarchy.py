@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from clcr_cli.model.batch import Batch, ModalitySpec, step_mask
+from clcr_cli.model.bert import BertConfig, BertModel
 from clcr_cli.model.config import ModelConfig
 from clcr_cli.model.errors import ModelConfigError
 from clcr_cli.model.stems import build_stem, stem_steps
@@ -156,11 +157,19 @@ class SemanticHierarchyEncoder(nn.Module):
         frame_channels: tuple[int, int, int] = (16, 32, 64),
         tcn_kernel: int = 3,
         encoder: str = "stem",
+        text_encoder: dict | None = None,
+        text_finetune: bool = False,
     ) -> None:
         super().__init__()
         self.spec = spec
         self.num_levels = num_levels
-        if spec.kind == "levels":
+        if spec.kind == "tokens":  # a BERT in the model: its hidden states are the stored levels' role
+            self.bert = BertModel(BertConfig.from_hf(text_encoder["config"]))
+            self.bert.requires_grad_(text_finetune)
+            self.hidden_states = list(text_encoder["layers"])
+            select_levels(len(self.hidden_states), num_levels)
+            self.stem, self.stages, in_dim = None, nn.ModuleList(), spec.dim
+        elif spec.kind == "levels":
             select_levels(spec.num_levels_in, num_levels)  # fail at build time, not mid-training
             self.stem: nn.Module | None = None
             self.stages = nn.ModuleList()
@@ -180,9 +189,13 @@ class SemanticHierarchyEncoder(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Input and lengths -> (levels (B, L, T, d), step mask (B, T))."""
         kind = self.spec.kind
-        steps = x.shape[2] if kind == "levels" else x.shape[1]
+        steps = x.shape[2] if kind in ("levels", "tokens") else x.shape[1]
         mask = step_mask(lengths, steps)
-        if kind == "levels":
+        if kind == "tokens":  # (B, 3, T): ids, attention mask, token types
+            states = self.bert(x[:, 0].long(), x[:, 1].long(), x[:, 2].long())
+            chosen = [self.hidden_states[i] for i in select_levels(len(self.hidden_states), self.num_levels)]
+            z = torch.stack([states[i] for i in chosen], 1).float()
+        elif kind == "levels":
             if x.dim() != 4:
                 raise ModelConfigError(
                     f"modality {self.spec.name!r}: expected (B, K, T, D), got {tuple(x.shape)}"
@@ -248,6 +261,8 @@ def build_encoders(config: ModelConfig) -> nn.ModuleDict:
                 config.frame_channels,
                 config.tcn_kernel,
                 config.encoder_of(spec.name),
+                config.text_encoder,
+                config.text_finetune,
             )
             for spec in config.modalities
         }

@@ -291,9 +291,9 @@ def modality_specs(store: FeatureStore) -> tuple[ModalitySpec, ...]:
         k = info.shape[0] if info.kind == "levels" else 1
         steps = info.shape[KIND_TIME_AXIS[info.kind]]
         dim = info.dim
-        if info.kind == "tokens":  # a BERT in the model: its width and hidden states (embeddings + layers)
+        if info.kind == "tokens":  # a BERT in the model: its width, and the hidden states taken as levels
             text = store.settings.get("text", {})
-            dim, k = int(text["hidden_size"]), int(text["num_hidden_layers"]) + 1
+            dim, k = int(text["hidden_size"]), len(text["layers"])
         specs.append(ModalitySpec(m, info.kind, dim, k, steps))  # type: ignore[arg-type]
     return tuple(specs)
 
@@ -310,9 +310,12 @@ def model_config(cfg: TrainConfig, store: FeatureStore) -> ModelConfig:
     if unknown:
         raise ModelConfigError(f"encoder: no modality {unknown[0]!r} in {store.path} "
                                f"(its modalities are {', '.join(store.modalities)})", ("encoder",))
+    text = store.settings.get("text", {}) if any(spec.kind == "tokens" for spec in specs) else None
     return dataclasses.replace(
         cfg.model,
         modalities=specs,
+        text_encoder=None if text is None else {"config": text["config"], "layers": list(text["layers"]),
+                                                "model": text["model"]},
         task=store.target,  # type: ignore[arg-type]
         num_classes=max(store.num_classes, 1),
         max_len=max([cfg.model.max_len, *(spec.max_steps for spec in specs)]),

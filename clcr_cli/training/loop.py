@@ -46,9 +46,11 @@ from clcr_cli.cache import atomic_write_text
 from clcr_cli.config import TrainConfig, option_values
 from clcr_cli.distributed import Dist, all_sum, barrier, shard
 from clcr_cli.errors import ConfigError, DataError
+from clcr_cli.features.text import resolve_text_model
 from clcr_cli.metrics import primary_metric
 from clcr_cli.model import ModelConfig, build_model, count_parameters
 from clcr_cli.model.batch import Batch, ModelOutput
+from clcr_cli.model.bert import BertModel
 from clcr_cli.model.diagnostics import mechanism_diagnostics
 from clcr_cli.progress import progress_bar
 from clcr_cli.store import FeatureStore
@@ -75,6 +77,7 @@ from clcr_cli.training.inference import (
 )
 from clcr_cli.training.presence import random_presence
 from clcr_cli.training.pretrained import load_pretrained
+from clcr_cli.training.text_weights import load_bert_weights
 
 T = TypeVar("T")
 
@@ -90,7 +93,7 @@ def parameter_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]
     """The trainable parameters: one group, or with ``text_lr`` a second one for the BERT
     fine-tuned inside the model (model/bert.py) at its own learning rate."""
     params = [p for p in model.parameters() if p.requires_grad]
-    text = {id(p) for m in model.modules() if type(m).__name__ == "BertEncoder" for p in m.parameters()}
+    text = {id(p) for m in model.modules() if isinstance(m, BertModel) for p in m.parameters()}
     if cfg.text_lr <= 0 or not text:
         return params
     return [{"params": [p for p in params if id(p) not in text]},
@@ -302,6 +305,9 @@ def fresh_model(
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     load_pretrained(model, cfg.encoder_weights)
+    for bert in (m for m in model.modules() if isinstance(m, BertModel)):  # the text model's own weights
+        load_bert_weights(bert, resolve_text_model(mcfg.text_encoder["model"]))
+        bert.gradient_checkpointing = cfg.gradient_checkpointing
     model = model.to(device)
     optimizer = make_optimizer(cfg, model)
     return model, optimizer, lr_scheduler(cfg, optimizer)
