@@ -308,13 +308,17 @@ class Loaded:
     split: SplitData
 
     def predict(
-        self, batch_size: int, device: str, present: Presence | None = None, transform=None
+        self, batch_size: int, device: str, present: Presence | None = None, transform=None,
+        split: SplitData | None = None, per_sample: bool = False,
     ) -> tuple[Predictions, dict[str, Any]]:
-        """Predictions and metrics on the split; ``present`` marks modalities missing (for
-        every sample or per sample), ``transform`` perturbs each batch; frames are seen as the
-        run saw them at validation (``data.frame_views``)."""
-        pred = predict(self.model, self.split, batch_size, device, present=present, transform=transform,
-                       views=frame_views(self.meta.get("train_config", {})))
+        """Predictions and metrics on the split (or on ``split``, other data of the same
+        store); ``present`` marks modalities missing (for every sample or per sample),
+        ``transform`` perturbs each batch, ``per_sample`` keeps the per-sample mechanism
+        columns and pooled encodings (``inference.predict``); frames are seen as the run saw
+        them at validation (``data.frame_views``)."""
+        pred = predict(self.model, self.split if split is None else split, batch_size, device, present=present,
+                       transform=transform, views=frame_views(self.meta.get("train_config", {})),
+                       per_sample=per_sample)
         return pred, compute_metrics(pred, self.target, len(self.class_names))
 
 

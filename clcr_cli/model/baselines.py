@@ -16,6 +16,9 @@ modality. Missing modalities are masked everywhere (zero vector, no vote, no key
   through one self-attention block, are concatenated and fed to the head. The three losses
   are summed into the reported "intra" term with weight lambda_intra (and also reported as
   "diff", "sim", "recon").
+
+Every baseline reports its pooled ``x_m`` as ``encoded`` (the single-modality probes of
+``clcr eval`` read it), late fusion also its per-modality votes as ``modality_logits``.
 """
 
 from __future__ import annotations
@@ -61,7 +64,9 @@ class LateFusion(nn.Module):
         if votes.dim() == 3:
             weight = weight[..., None]
         prediction = (votes * weight).sum(1) / weight.sum(1).clamp(min=1)
-        return assemble_output(prediction, batch, self.config, {})
+        return assemble_output(
+            prediction, batch, self.config, {}, encoded=x.detach(), modality_logits=votes.detach()
+        )
 
 
 class EarlyFusion(nn.Module):
@@ -73,7 +78,7 @@ class EarlyFusion(nn.Module):
 
     def forward(self, batch: Batch) -> ModelOutput:
         x, _ = self.pooled(batch)
-        return assemble_output(self.head(x.flatten(1)), batch, self.config, {})
+        return assemble_output(self.head(x.flatten(1)), batch, self.config, {}, encoded=x.detach())
 
 
 def difference_loss(a: Tensor, b: Tensor) -> Tensor:
@@ -139,7 +144,12 @@ class MISA(nn.Module):
         }
         intra = parts["diff"] + parts["sim"] + parts["recon"]
         return assemble_output(
-            prediction, batch, self.config, {"intra": (self.config.lambda_intra, intra)}, parts
+            prediction,
+            batch,
+            self.config,
+            {"intra": (self.config.lambda_intra, intra)},
+            parts,
+            encoded=x.detach(),
         )
 
 

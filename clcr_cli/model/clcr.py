@@ -33,6 +33,16 @@ The variant (variants.py) switches parts off for the paper's ablations:
   uniform weights over the same blocks; L_mix (which needs learned level weights) is then 0
   and the reported weights are uniform.
 
+Beyond the paper, each an option (docs/model.md, "Leaning on the modality that transfers"):
+the per-modality auxiliary heads ``g_m`` on each modality's own pooled levels
+(``lambda_aux``, heads.py; **on by default**, ``lambda_aux = 1``: without them the fused
+model can settle on one modality and never learn the other, chosen on a valid split of
+unseen speakers; 0 is the paper's literal reading), the evidence-driven selection and gates
+that read their uncertainty (``evidence``, intercad.py; off) and SpecAugment-style masking
+of sequence inputs in training (``spec_time_mask``, ``spec_freq_mask``, batch.py; off). Every forward also reports each modality's pooled levels
+(``encoded``, for single-modality probes), the gates ``eta_m`` and, with the auxiliary heads,
+their predictions (``modality_logits``).
+
 Missing modalities (``batch.present[m]`` False) are masked out of exchange keys, level
 weights, modality selection and private aggregation, so their inputs cannot move the output.
 
@@ -46,14 +56,21 @@ from typing import Any
 
 from torch import nn
 
-from clcr_cli.model.batch import Batch, ModelOutput
+from clcr_cli.model.batch import Batch, ModelOutput, mask_sequences
 from clcr_cli.model.config import ModelConfig
-from clcr_cli.model.heads import PredictionHead, assemble_output
+from clcr_cli.model.heads import (
+    ModalityHeads,
+    PredictionHead,
+    assemble_output,
+    auxiliary_loss,
+    modality_predictions,
+    modality_uncertainty,
+)
 from clcr_cli.model.hierarchy import build_encoders, encode_batch
 from clcr_cli.model.intercad import InterCAD, Summaries, UniformAggregation, fused_width
 from clcr_cli.model.intraced import DenseExchange, IntraCED
 from clcr_cli.model.losses import level_mix_penalty, stream_regularisers
-from clcr_cli.model.tokens import join_modalities
+from clcr_cli.model.tokens import join_modalities, pool_by_modality
 from clcr_cli.model.variants import VARIANTS
 
 # parameter names of earlier versions (``exchange`` was IntraCED, ``aggregate`` InterCAD),
@@ -106,11 +123,23 @@ class CLCR(nn.Module):
         self.shared_summary = Summaries(shared_dim)
         self.private_summary = Summaries(private_dim) if private_dim else None
         if self.variant.intercad:
-            self.intercad = InterCAD(self.num_slots, shared_dim, private_dim, config.d)
+            self.intercad = InterCAD(
+                self.num_slots,
+                shared_dim,
+                private_dim,
+                config.d,
+                evidence=config.evidence,
+                temperature=config.evidence_temperature,
+            )
         else:
             self.intercad = UniformAggregation()
         width = fused_width(self.num_slots, modalities, shared_dim, private_dim)
         self.head = PredictionHead(width, config)
+        # g_m (heads.py); built only when used, so that runs without them keep their weights
+        self.modality_heads = (
+            ModalityHeads(self.num_slots * config.d, config) if config.lambda_aux > 0 else None
+        )
+        self.kinds = {spec.name: spec.kind for spec in config.modalities}
 
     @staticmethod
     def _rename_legacy(state: dict[str, Any], prefix: str, *args: Any) -> None:
@@ -120,21 +149,33 @@ class CLCR(nn.Module):
 
     def forward(self, batch: Batch) -> ModelOutput:
         config, variant = self.config, self.variant
+        if self.training and (config.spec_time_mask > 0 or config.spec_freq_mask > 0):
+            batch = mask_sequences(batch, self.kinds, config.spec_time_mask, config.spec_freq_mask)
         levels, masks, present = encode_batch(self.encoders, batch)  # levels[m]: (B, L, T_m, d)
         if not variant.hierarchy:
             levels = {m: h[:, -1:] for m, h in levels.items()}
         if variant.cross_level_mix:  # slot l of the i-th modality holds its level (l + i) mod L
             levels = {m: h.roll(-i, dims=1) for i, (m, h) in enumerate(levels.items())}
         tokens, layout = join_modalities(levels, masks, present)
+        # x^(m): modality m's levels pooled over its valid steps, before any exchange (B, M, L d)
+        encoded = pool_by_modality(tokens, layout).permute(0, 2, 1, 3).flatten(2)
+        aux_logits = uncertainty = None
+        if self.modality_heads is not None:
+            aux_logits = self.modality_heads(encoded)
+            uncertainty = modality_uncertainty(aux_logits, layout.present, config.task == "regression")
         streams = self.intraced(tokens, layout)
         shared = self.shared_summary(streams.shared, layout)
         private = None
         if self.private_summary is not None:
             private = self.private_summary(streams.private, layout)
-        fused, level_weights, modality_weights = self.intercad(shared, private, layout.present)
+        fused, level_weights, modality_weights, gates = self.intercad(
+            shared, private, layout.present, uncertainty, return_gates=True
+        )
         prediction = self.head(fused)
 
         weighted, extra = {}, {}
+        if aux_logits is not None and batch.target is not None:
+            weighted["aux"] = (config.lambda_aux, auxiliary_loss(aux_logits, batch.target, layout.present, config))
         if variant.intra_reg or variant.inter_reg:
             intra, pr, sp = stream_regularisers(streams, config.whitening, config.reg_max_tokens)
         if variant.intra_reg:
@@ -148,7 +189,18 @@ class CLCR(nn.Module):
             for slot, rate in enumerate(budget.participation):
                 extra[f"participation_{slot}"] = rate
         output = assemble_output(
-            prediction, batch, config, weighted, extra, level_weights, modality_weights
+            prediction,
+            batch,
+            config,
+            weighted,
+            extra,
+            level_weights,
+            modality_weights,
+            private_gates=gates.detach(),
+            encoded=encoded.detach(),
+            modality_logits=None
+            if aux_logits is None
+            else modality_predictions(aux_logits, config.task == "regression").detach(),
         )
         output.streams = streams
         return output

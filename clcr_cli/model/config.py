@@ -20,8 +20,9 @@ class ModelConfig:
     ``whitening`` picks the regularisers' whitening ("standardise" or "full", see losses.py);
     ``reg_max_tokens`` caps the tokens the token-level regularisers look at.
     ``lambda_aux``, ``evidence``, ``evidence_temperature`` (heads.py, intercad.py) and
-    ``spec_time_mask``/``spec_freq_mask`` (batch.py) are readings added beyond the paper, all
-    off by default (docs/model.md).
+    ``spec_time_mask``/``spec_freq_mask`` (batch.py) are readings added beyond the paper
+    (docs/model.md): the auxiliary heads are on by default (``lambda_aux = 1``, chosen on a
+    valid split of unseen speakers), the others off.
 
     ``modalities``, ``task`` and ``num_classes`` come from the data; every other field is a
     setting, and its ``help`` metadata makes it an option of ``clcr train`` (``clcr_cli.config``).
@@ -53,7 +54,9 @@ class ModelConfig:
     reg_max_tokens: int = field(default=4096, metadata={"help": "Most tokens the token-level regularisers look at."})
     # readings added for modalities that do not transfer (docs/model.md, "Leaning on the modality
     # that transfers"); each off by default, and a key of the run only when set
-    lambda_aux: float = field(default=0.0, metadata={"help": "CLCR: weight of the per-modality auxiliary heads' task loss, each head on its modality's own encoder levels (0: no auxiliary heads).", "key": "unless-default"})
+    # lambda_aux: 1 since issue 23 (chosen on fsdd-robust's valid speaker, docs/model.md); runs
+    # made before, with 0, keep their keys and load as they were ("unless")
+    lambda_aux: float = field(default=1.0, metadata={"help": "CLCR: weight of the per-modality auxiliary heads' task loss, each head on its modality's own encoder levels (0: no auxiliary heads, the paper's literal reading).", "key": "unless-default", "unless": 0.0})
     evidence: Literal["none", "selection", "gates", "both"] = field(default="none", metadata={"help": "CLCR: discount a modality by its auxiliary head's uncertainty in InterCAD's modality selection, its private gates, both, or none (the paper's reading); needs --lambda-aux > 0.", "key": "unless-default"})
     evidence_temperature: float = field(default=0.1, metadata={"help": "CLCR: temperature tau of the evidence-driven selection and gates (smaller: sharper).", "key": "unless-default"})
     spec_time_mask: float = field(default=0.0, metadata={"help": "CLCR: SpecAugment time masks in training, two per sample of up to this share of its steps each, on every sequence modality (0: off).", "key": "unless-default"})
@@ -89,12 +92,15 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Rebuild from ``dataclasses.asdict`` output, also after a JSON round trip."""
+        """Rebuild from ``dataclasses.asdict`` output, also after a JSON round trip. A field
+        the data lack (a run saved before it existed) takes the value such runs were made
+        with: its ``unless`` metadata where its default changed since, else its default."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelConfigError(f"unknown model config key(s): {', '.join(unknown)}")
-        values = dict(data)
+        earlier = {f.name: f.metadata["unless"] for f in fields(cls) if "unless" in f.metadata}
+        values = {**{k: v for k, v in earlier.items() if k not in data}, **data}
         try:
             values["modalities"] = tuple(
                 spec if isinstance(spec, ModalitySpec) else ModalitySpec(**spec)

@@ -10,6 +10,14 @@ without gradients) and returns, as plain JSON-ready numbers:
 
 A budget that selects shows tokens near 0 and near 1; an inert one sits at ``alpha ~ r``.
 Models without a budget (baselines, ``dense-budget``, ``no-intraced``) report what they have.
+
+``per_sample_columns(output, names)`` gives the same mechanisms per sample, for one batch:
+``beta_<m>`` (modality selection, Eq. 7), ``eta_<m>`` (private gate, Eq. 8; 0 where m is
+missing), ``alpha_<m>`` (the budget's mean ``alpha`` over m's valid tokens and all levels,
+Eq. 4; NaN where m has none) and, where the model makes per-modality predictions (CLCR's
+auxiliary heads, late fusion's votes), ``aux_<m>`` (that prediction: a class index, or the
+value) and ``u_<m>`` (classification: its normalised entropy, heads.modality_uncertainty).
+``clcr eval`` writes them beside predictions.csv.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from clcr_cli.model.batch import Batch
+from clcr_cli.model.batch import Batch, ModelOutput
+from clcr_cli.model.heads import modality_uncertainty
+from clcr_cli.model.intraced import LevelStreams
 
 LOW, HIGH = 0.05, 0.95
 
@@ -81,3 +91,37 @@ def mechanism_diagnostics(model: nn.Module, batches: Iterable[Batch]) -> dict[st
             zip(names, torch.cat(modality_w).mean(0).tolist(), strict=True)
         )
     return result
+
+
+def per_sample_alpha(streams: LevelStreams | None) -> Tensor | None:
+    """(B, M): the budget's mean ``alpha`` over each modality's valid tokens and all levels
+    (NaN where a modality has no valid token); None without a budget."""
+    if streams is None or streams.alpha is None:
+        return None
+    mask = streams.layout.modality_mask.to(streams.alpha.dtype)  # (B, M, T)
+    total = torch.einsum("blt,bmt->bm", streams.alpha, mask)
+    count = mask.sum(-1) * streams.alpha.shape[1]
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))
+
+
+@torch.no_grad()
+def per_sample_columns(output: ModelOutput, names: list[str]) -> dict[str, Tensor]:
+    """The per-sample mechanism columns of one batch's ``output`` (module docstring), each
+    (B,), for the modalities ``names`` in model order; what the model lacks is left out."""
+    columns: dict[str, Tensor] = {}
+    alpha = per_sample_alpha(output.streams)
+    for prefix, values in (("beta", output.modality_weights), ("eta", output.private_gates), ("alpha", alpha)):
+        if values is not None:
+            for i, m in enumerate(names):
+                columns[f"{prefix}_{m}"] = values[:, i].float()
+    logits = output.modality_logits
+    if logits is not None:
+        classification = logits.dim() == 3
+        if classification:
+            present = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
+            uncertainty = modality_uncertainty(logits, present, regression=False)
+        for i, m in enumerate(names):
+            columns[f"aux_{m}"] = logits[:, i].argmax(-1).float() if classification else logits[:, i].float()
+            if classification:
+                columns[f"u_{m}"] = uncertainty[:, i]
+    return columns

@@ -29,6 +29,22 @@ weights therefore scale blocks that are concatenated rather than added:
 
 and the head reads ``z_sh (+) u_pr``. ``L w_l`` is 1 for uniform weights. ``s-bar`` and ``p-bar``
 are used where the paper uses them -- to score modalities and gates -- not as the output.
+
+*Evidence-driven selection and gates (option ``evidence``; default ``"none"``, the reading
+above).* The paper scores modalities and gates from the summaries alone, so nothing in
+``beta`` or ``eta`` says how sure a modality's own evidence is: a stream that looks like the
+training data but is wrong (the audio of an unheard speaker) is weighed like a right one.
+With the auxiliary heads (heads.py) each sample carries a per-modality uncertainty ``u_m`` in
+[0, 1] (detached), and with temperature ``tau`` (``evidence_temperature``):
+
+    ``beta = softmax_m( (W_q g-bar) . (W_k s-bar^(m)) / sqrt(k_sh) - u_m / tau )``   (selection)
+    ``eta_m = sigmoid( w_p^T LN(W_p p-bar^(m)) - (u_m - min_m' u_m') / tau )``          (gates)
+
+(min over present modalities): a modality is discounted by how much less sure it is than
+the surest one, in the selection (a shift common to all modalities cancels in the softmax)
+and in its private gate (the surest modality's gate is the paper's). ``evidence`` picks
+``selection``, ``gates`` or ``both``. The form is fixed rather than learned, so that training
+data on which every clean stream is sure cannot teach the model to ignore it.
 """
 
 from __future__ import annotations
@@ -79,11 +95,32 @@ class Summaries(nn.Module):
         return self.norm(pool_by_modality(stream, layout))
 
 
-class InterCAD(nn.Module):
-    """Level weights, modality selection and gated private aggregation (module docstring)."""
+def relative_uncertainty(uncertainty: Tensor, present: Tensor) -> Tensor:
+    """``u_m - min_m' u_m'`` over the present modalities (B, M); 0 for a missing one."""
+    surest = uncertainty.masked_fill(~present, math.inf).amin(1, keepdim=True)
+    return torch.where(present, uncertainty - surest.clamp(max=1.0), torch.zeros_like(uncertainty))
 
-    def __init__(self, num_levels: int, shared_dim: int, private_dim: int, hidden: int) -> None:
+
+class InterCAD(nn.Module):
+    """Level weights, modality selection and gated private aggregation (module docstring).
+
+    ``evidence`` ("none", "selection", "gates", "both") and ``temperature`` (tau) set the
+    evidence-driven reading; with "none" the uncertainty passed to :meth:`forward` is unused.
+    """
+
+    def __init__(
+        self,
+        num_levels: int,
+        shared_dim: int,
+        private_dim: int,
+        hidden: int,
+        evidence: str = "none",
+        temperature: float = 0.1,
+    ) -> None:
         super().__init__()
+        self.evidence_in_selection = evidence in ("selection", "both")
+        self.evidence_in_gates = evidence in ("gates", "both")
+        self.temperature = temperature
         self.level_anchor = nn.Parameter(torch.randn(num_levels, shared_dim) * 0.02)
         self.level_score = nn.Sequential(
             nn.LayerNorm(shared_dim), nn.Linear(shared_dim, hidden), nn.GELU(), nn.Linear(hidden, 1)
@@ -96,12 +133,24 @@ class InterCAD(nn.Module):
             )
 
     def forward(
-        self, shared: Tensor, private: Tensor | None, present: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """shared (B, L, M, k_sh), private (B, L, M, k_pr) or None, present (B, M) bool.
+        self,
+        shared: Tensor,
+        private: Tensor | None,
+        present: Tensor,
+        uncertainty: Tensor | None = None,
+        return_gates: bool = False,
+    ) -> tuple[Tensor, ...]:
+        """shared (B, L, M, k_sh), private (B, L, M, k_pr) or None, present (B, M) bool,
+        uncertainty ``u_m`` (B, M) or None (needed by an evidence-driven reading).
 
-        Returns ``z_sh (+) u_pr`` (B, :func:`fused_width`), w (B, L) and beta (B, M).
+        Returns ``z_sh (+) u_pr`` (B, :func:`fused_width`), w (B, L) and beta (B, M), and
+        with ``return_gates`` also eta (B, M) (presence where there is no private path).
         """
+        relative = None
+        if self.evidence_in_selection or self.evidence_in_gates:
+            if uncertainty is None:
+                raise ValueError("an evidence-driven InterCAD needs the modalities' uncertainty")
+            relative = relative_uncertainty(uncertainty.to(shared.dtype), present) / self.temperature
         level_mask = present[:, None, :].expand(-1, shared.shape[1], -1)
         context = masked_mean(shared, level_mask, 2)  # c_l: (B, L, k_sh)
         level_weights = torch.softmax(self.level_score(context + self.level_anchor).squeeze(-1), 1)
@@ -110,12 +159,19 @@ class InterCAD(nn.Module):
         query = self.context_query(global_context)[:, None, :]
         keys = self.modality_key(shared_bar)
         logits = (query * keys).sum(-1) / math.sqrt(shared_bar.shape[-1])
+        if self.evidence_in_selection:
+            logits = logits - relative
         modality_weights = masked_softmax(logits, present, 1)  # beta
         gates = present.to(shared.dtype)
         if private is not None:
             private_bar = torch.einsum("bl,blmk->bmk", level_weights, private)  # p-bar^(m)
-            gates = torch.sigmoid(self.gate(private_bar)).squeeze(-1) * gates  # eta_m
+            gate_logits = self.gate(private_bar).squeeze(-1)
+            if self.evidence_in_gates:
+                gate_logits = gate_logits - relative
+            gates = torch.sigmoid(gate_logits) * gates  # eta_m
         fused = concatenate_blocks(shared, private, level_weights, modality_weights, gates)
+        if return_gates:
+            return fused, level_weights, modality_weights, gates
         return fused, level_weights, modality_weights
 
 
@@ -124,11 +180,18 @@ class UniformAggregation(nn.Module):
     and no gates, so the ablation removes InterCAD's learned weighting, not the layout."""
 
     def forward(
-        self, shared: Tensor, private: Tensor | None, present: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        self,
+        shared: Tensor,
+        private: Tensor | None,
+        present: Tensor,
+        uncertainty: Tensor | None = None,
+        return_gates: bool = False,
+    ) -> tuple[Tensor, ...]:
         b, levels = shared.shape[:2]
         level_weights = shared.new_full((b, levels), 1.0 / levels)
         modality_weights = present.to(shared.dtype) / present.sum(1, keepdim=True).clamp(min=1)
         gates = present.to(shared.dtype)
         fused = concatenate_blocks(shared, private, level_weights, modality_weights, gates)
+        if return_gates:
+            return fused, level_weights, modality_weights, gates
         return fused, level_weights, modality_weights

@@ -23,6 +23,7 @@ from clcr_cli.errors import DataError, writing
 from clcr_cli.metrics import classification_metrics, regression_metrics
 from clcr_cli.model import ModelConfig, build_model
 from clcr_cli.model.batch import Batch, ModalitySpec
+from clcr_cli.model.diagnostics import per_sample_columns
 from clcr_cli.training.data import FeatureStats, FrameViews, Presence, Split, batches
 
 WEIGHTS_FILE = "model.safetensors"
@@ -39,6 +40,11 @@ class Predictions:
     terms: dict[str, float]  # mean of each loss term
     level_weights: np.ndarray | None  # (L,) mean over samples
     modality_weights: np.ndarray | None  # (M,) mean over samples
+    # with ``predict(per_sample=True)``: per-sample columns (N,) by name (``beta_<m>``, ``eta_<m>``,
+    # ``alpha_<m>``, ``aux_<m>``: model.diagnostics.per_sample_columns) and each modality's pooled
+    # encoder levels (N, M, F), what single-modality probes read; None otherwise
+    per_sample: dict[str, np.ndarray] | None = None
+    encoded: np.ndarray | None = None
 
     def predicted(self, target: str) -> np.ndarray:
         return self.output.argmax(1) if target == "classification" else self.output
@@ -66,6 +72,7 @@ def predict(
     transform: Callable[[Batch], Batch] | None = None,
     workers: int = 0,
     views: FrameViews | None = None,
+    per_sample: bool = False,
 ) -> Predictions:
     """Evaluate ``model`` on ``split`` in order; ``transform`` may perturb each batch (noise),
     ``present`` mark modalities missing (see :func:`~clcr_cli.training.data.batches`).
@@ -73,10 +80,15 @@ def predict(
     ``split`` is held in memory or streamed from the store (then read by ``workers`` loader
     processes). Outputs and losses stay on ``device`` until the end: one transfer, not one
     per batch. A split without targets has no loss (NaN), only outputs. ``views``: what the
-    model sees of stored frames (``data.frame_views`` of the run's options).
+    model sees of stored frames (``data.frame_views`` of the run's options). ``per_sample``
+    also keeps the per-sample mechanism columns and pooled encoder levels
+    (:attr:`Predictions.per_sample`, :attr:`Predictions.encoded`).
     """
     model.eval()
     outputs, level_w, modality_w = [], [], []
+    columns: dict[str, list[Tensor]] = {}
+    encoded: list[Tensor] = []
+    names = list(getattr(getattr(model, "config", None), "modality_names", None) or split.modalities())
     sums: dict[str, Tensor] = {}
     n = 0
     stream = batches(
@@ -97,6 +109,11 @@ def predict(
             level_w.append(out.level_weights.float())
         if out.modality_weights is not None:
             modality_w.append(out.modality_weights.float())
+        if per_sample:
+            for name, value in per_sample_columns(out, names).items():
+                columns.setdefault(name, []).append(value)
+            if out.encoded is not None:
+                encoded.append(out.encoded.float())
     means = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist(), strict=True))
     loss = means.pop("loss", math.nan)
     return Predictions(
@@ -107,6 +124,8 @@ def predict(
         terms=means,
         level_weights=torch.cat(level_w).mean(0).cpu().numpy() if level_w else None,
         modality_weights=torch.cat(modality_w).mean(0).cpu().numpy() if modality_w else None,
+        per_sample={k: torch.cat(v).cpu().numpy() for k, v in columns.items()} if per_sample else None,
+        encoded=torch.cat(encoded).cpu().numpy() if encoded else None,
     )
 
 

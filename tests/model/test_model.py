@@ -113,11 +113,11 @@ def test_no_target_gives_no_loss_and_regression_gives_scalars() -> None:
 
 
 def test_loss_is_task_plus_weighted_regularisers() -> None:
-    config = tiny_config(lambda_intra=0.3, lambda_inter=0.7)
+    config = tiny_config(lambda_intra=0.3, lambda_inter=0.7, lambda_aux=0.4)
     out = build_model(config)(tiny_batch(config))
     t = out.terms
     torch.testing.assert_close(t["inter"], t["pr"] + t["sp"] + t["mix"])
-    torch.testing.assert_close(out.loss.detach(), t["task"] + 0.3 * t["intra"] + 0.7 * t["inter"])
+    torch.testing.assert_close(out.loss.detach(), t["task"] + 0.3 * t["intra"] + 0.7 * t["inter"] + 0.4 * t["aux"])
     assert t["intra"] > 0 and t["pr"] > 0 and t["sp"] > 0 and t["mix"] > 0
 
 
@@ -165,6 +165,18 @@ def test_config_json_round_trip_rebuilds_the_same_model() -> None:
     b.load_state_dict(a.state_dict())
     batch = tiny_batch(config)
     torch.testing.assert_close(a.eval()(batch).logits, b.eval()(batch).logits)
+
+
+def test_a_config_saved_before_the_auxiliary_heads_loads_without_them() -> None:
+    """model.json of a run made before lambda_aux existed has no such key: it rebuilds the
+    model that run trained (lambda_aux = 0, the value named by the field's ``unless``), whose
+    weights then load, not today's default."""
+    old = asdict(tiny_config(lambda_aux=0.0))
+    for name in ("lambda_aux", "evidence", "evidence_temperature", "spec_time_mask", "spec_freq_mask"):
+        del old[name]
+    rebuilt = ModelConfig.from_dict(json.loads(json.dumps(old)))
+    assert rebuilt.lambda_aux == 0.0 and tiny_config().lambda_aux == 1.0
+    build_model(rebuilt).load_state_dict(build_model(tiny_config(lambda_aux=0.0)).state_dict())
 
 
 @pytest.mark.parametrize(

@@ -81,3 +81,85 @@ def test_eval_run_refuses_a_dataset_name_that_is_a_path(ws: Path, name: str):
     )
     assert snapshot(ws) == before  # nothing written anywhere, in the workspace or beside it
     assert not (ws / "escape").exists() and not (ws / "evil").exists()
+
+
+# --- per-sample diagnostics and the breakdown by corruption group -----------------------------
+
+
+def test_eval_writes_per_sample_diagnostics_in_the_rows_of_predictions(trained: Path, monkeypatch):
+    """diagnostics.csv holds one row per row of predictions.csv, the same ids in the same order;
+    where the manifest has a corruption column, metrics.json breaks the results down by it."""
+    from clcr_cli.stages import evaluate as stage
+    from clcr_cli.store import FeatureStore
+
+    def groups_of(store: Path) -> dict[str, str]:  # as a manifest's corruption column would say
+        with FeatureStore(store) as opened:
+            return {str(i): ("none", "audio", "video")[n % 3] for n, i in enumerate(opened.ids)}
+
+    monkeypatch.setattr(stage, "manifest_groups", groups_of)
+    metrics_summary = run_eval(trained, EvalConfig(split="valid"), force=True)
+    (eval_dir,) = [d for d in (trained / "eval").iterdir()
+                   if json.loads((d / "metrics.json").read_text())["split"] == "valid"]
+    predictions = read_csv(eval_dir / "predictions.csv")
+    diagnostics = read_csv(eval_dir / "diagnostics.csv")
+    assert [r["id"] for r in diagnostics] == [r["id"] for r in predictions]
+    assert {r["split"] for r in diagnostics} == {"valid"}
+    modalities = ("text", "audio", "video")
+    names = [f"{k}_{m}" for k in ("beta", "eta", "alpha", "probe") for m in modalities]
+    assert set(names) <= set(diagnostics[0])
+    beta = np.array([[float(r[f"beta_{m}"]) for m in modalities] for r in diagnostics])
+    np.testing.assert_allclose(beta.sum(1), 1.0, atol=1e-4)
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert metrics["diagnostics_file"] == "diagnostics.csv"
+    assert set(metrics["probes"]) == set(modalities) and all(0 <= v <= 1 for v in metrics["probes"].values())
+    groups = metrics["breakdown"]["groups"]
+    assert groups["all"]["acc"] == pytest.approx(metrics_summary["metrics"]["acc"])
+    assert sum(groups[g]["n"] for g in groups if g != "all") == len(predictions)
+    for group in set(groups) - {"all"}:  # each group's accuracy, recomputed from the two files
+        rows = [p for p, d in zip(predictions, diagnostics, strict=True) if d["corruption"] == group]
+        assert groups[group]["acc"] == pytest.approx(np.mean([r["label"] == r["prediction"] for r in rows]))
+        assert groups[group]["beta_audio"] == pytest.approx(
+            np.mean([float(d["beta_audio"]) for d in diagnostics if d["corruption"] == group]), abs=1e-5)
+    assert set(metrics["breakdown"]["selection_auc"]) == {"audio", "video", "mean"}
+    assert set(metrics["breakdown"]["single_modality"]) == {f"probe_{m}" for m in modalities}
+
+
+def test_eval_without_a_corruption_column_has_no_breakdown(trained: Path):
+    from clcr_cli.runs import train_manifest, train_store
+    from clcr_cli.stages.evaluate import manifest_groups
+
+    assert manifest_groups(train_store(trained, train_manifest(trained))) is None  # synth: no manifest
+    metrics = run_eval(trained, EvalConfig(split="train"))
+    (eval_dir,) = [d for d in (trained / "eval").iterdir()
+                   if json.loads((d / "metrics.json").read_text())["split"] == "train"]
+    full = json.loads((eval_dir / "metrics.json").read_text())
+    assert "breakdown" not in full and set(full["probes"]) == {"text", "audio", "video"}
+    assert "corruption" not in read_csv(eval_dir / "diagnostics.csv")[0]
+    assert metrics["metrics"]["acc"] >= 0
+
+
+def test_a_failed_evaluation_leaves_no_folder(trained: Path, monkeypatch):
+    """Evaluation cannot resume: when it fails, its unfinished eval/<key>/ is removed, so
+    ``clcr status`` lists nothing half-made and a rerun starts clean."""
+    from clcr_cli.stages import evaluate as stage
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    before = sorted(p.name for p in (trained / "eval").iterdir()) if (trained / "eval").exists() else []
+    monkeypatch.setattr(stage, "load_for_eval", fail)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_eval(trained, EvalConfig(split="valid", missing=("video",)))
+    after = sorted(p.name for p in (trained / "eval").iterdir()) if (trained / "eval").exists() else []
+    assert after == before
+    monkeypatch.undo()
+    assert run_eval(trained, EvalConfig(split="valid", missing=("video",)))["num_samples"] > 0
+
+
+def test_probe_samples_zero_skips_the_probes(trained: Path):
+    run_eval(trained, EvalConfig(split="valid", probe_samples=0))
+    (eval_dir,) = [d for d in (trained / "eval").iterdir()
+                   if json.loads((d / "params.json").read_text())["params"].get("probe_samples") == 0]
+    assert json.loads((eval_dir / "metrics.json").read_text())["probes"] == {}
+    header = read_csv(eval_dir / "diagnostics.csv")[0]
+    assert not any(name.startswith("probe_") for name in header) and "beta_audio" in header
