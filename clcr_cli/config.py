@@ -6,7 +6,9 @@ changes the result (``key``: part of the stage's cache key), bounds (``low``, ``
 and, where the flag is not ``--<name>``, its ``flag``. An option added to a stage whose
 outputs are already cached is declared ``key=UNLESS_DEFAULT``: it enters the key (and
 the recorded options) only when it differs from its default, so that those outputs keep
-their keys (see :func:`option_values`). Everything else is derived from
+their keys (see :func:`option_values`); an option whose default changed says, as
+``"unless"`` in its metadata, the value the earlier outputs were made with, and enters the
+key only when it differs from that one. Everything else is derived from
 these declarations: the command's flags (``cli.py``), the TOML sections, ``--set
 KEY=VALUE``, checking and coercing values (:func:`coerce`), the cache keys
 (:func:`key_options`) and the ``status`` listing (:func:`non_default_options`).
@@ -191,6 +193,9 @@ class EvalConfig:
         "valid", "The weights evaluated: valid (the epoch chosen on the valid split) or test-best (the "
         "best test epoch of a run trained with --keep-test-best: OPTIMISTIC, labelled so everywhere, "
         "for a figure to put next to the peers' that report it).", key=UNLESS_DEFAULT)
+    probe_samples: int = option(
+        4000, "Train samples (at most; evenly spaced) the single-modality probes are fitted on: each is a "
+        "forward pass of the model, so 0 skips the probes of a large dataset.", low=0, key=UNLESS_DEFAULT)
 
 
 @dataclasses.dataclass
@@ -549,14 +554,16 @@ def command_configs(
 def option_values(cfg: Any, keyed_only: bool = False) -> dict[str, Any]:
     """Every option of ``cfg`` by its bare name, a section's options included (names are
     unique within a stage); with ``keyed_only``, those that are part of the cache key.
-    An option declared ``key=UNLESS_DEFAULT`` is left out while it has its default value."""
+    An option declared ``key=UNLESS_DEFAULT`` is left out while it has its default value
+    (or the value its ``unless`` metadata names: the one of outputs made before a default
+    changed)."""
     out: dict[str, Any] = {}
     for name, f in options(type(cfg)).items():
         value = getattr(cfg, name)
         key = f.metadata.get("key", True)
         if f.metadata.get("section"):
             out.update(option_values(value, keyed_only))
-        elif key == UNLESS_DEFAULT and value == f.default:
+        elif key == UNLESS_DEFAULT and value == f.metadata.get("unless", f.default):
             continue
         elif key or not keyed_only:
             out[name] = value

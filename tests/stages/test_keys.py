@@ -1,6 +1,7 @@
 """Cache keys computed before the stages were made independent of each other (issue 20):
 the same options and inputs must keep naming the same folders, or every cached output of
-every user would be redone."""
+every user would be redone. (A default that changed since -- ``lambda_aux`` -- is given at
+its earlier value.)"""
 
 from __future__ import annotations
 
@@ -32,11 +33,15 @@ EXTRACTION = "0123456789ab"
     ],
 )
 def test_train_keys_are_pinned(task: str, options: dict, digest: str):
-    assert train_key(train_config({}, {"task": task, **options}), EXTRACTION).digest == digest
+    # lambda_aux = 0: the model of those runs (the auxiliary heads became the default since:
+    # issue 23); the same command now names another model, so another folder
+    earlier = train_config({}, {"task": task, **options, "lambda_aux": 0.0})
+    assert train_key(earlier, EXTRACTION).digest == digest
+    assert train_key(train_config({}, {"task": task, **options}), EXTRACTION).digest != digest
 
 
 def test_eval_ablate_and_noise_keys_are_pinned():
-    base = train_config({}, {"task": "synth", "epochs": 2})
+    base = train_config({}, {"task": "synth", "epochs": 2, "lambda_aux": 0.0})
     runs = {"full/0": "synth-aaaaaaaaaaaa"}
     assert ablate_key(base, AblateConfig(variants=("full", "no-reg"), seeds=(0, 1)), runs).digest == "68362d5edb9e"
     assert noise_key(base, NoiseConfig(models=("clcr",)), {"clcr": "synth-aaaaaaaaaaaa"}).digest == "caa30ea37a4a"
