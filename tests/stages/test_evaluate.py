@@ -121,7 +121,8 @@ def test_eval_writes_per_sample_diagnostics_in_the_rows_of_predictions(trained: 
         assert groups[group]["beta_audio"] == pytest.approx(
             np.mean([float(d["beta_audio"]) for d in diagnostics if d["corruption"] == group]), abs=1e-5)
     assert set(metrics["breakdown"]["selection_auc"]) == {"audio", "video", "mean"}
-    assert set(metrics["breakdown"]["single_modality"]) == {f"probe_{m}" for m in modalities}
+    # the linear probes, and the default model's own auxiliary heads (lambda_aux = 1)
+    assert set(metrics["breakdown"]["single_modality"]) == {f"{k}_{m}" for k in ("probe", "aux") for m in modalities}
 
 
 def test_eval_without_a_corruption_column_has_no_breakdown(trained: Path):
