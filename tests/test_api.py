@@ -22,13 +22,17 @@ def _probabilities(path: Path) -> dict[str, list[float]]:
 
 
 def test_a_copied_run_predicts_its_evaluation_without_its_workspace(synth_run, tmp_path: Path):
-    evaluation = run_eval(synth_run.run, EvalConfig())
-    expected = _probabilities(Path(synth_run.run) / "eval" / next(p.name for p in (synth_run.run / "eval").iterdir())
-                              / "predictions.csv")
-    assert len(expected) == evaluation["num_samples"]
-    # the test clips' media and texts, kept outside the workspace, which then goes
+    # a copy of the workspace whose run has no evaluation yet (other tests add theirs to the
+    # shared one): the one made here is the run's only one
     workspace = tmp_path / "workspace"
     shutil.copytree(synth_run.workdir, workspace)
+    trained = workspace / "train" / synth_run.run.name
+    shutil.rmtree(trained / "eval", ignore_errors=True)
+    evaluation = run_eval(trained, EvalConfig())
+    (folder,) = (trained / "eval").iterdir()
+    expected = _probabilities(folder / "predictions.csv")
+    assert len(expected) == evaluation["num_samples"]
+    # the test clips' media and texts, kept outside the workspace, which then goes
     (raw,) = (workspace / "raw" / "synth").iterdir()
     media = tmp_path / "media"
     shutil.copytree(raw, media)
@@ -41,7 +45,7 @@ def test_a_copied_run_predicts_its_evaluation_without_its_workspace(synth_run, t
         writer.writerows([r["id"], media / "audio" / f"{r['id']}.wav", media / "video" / f"{r['id']}.mp4", r["text"]]
                          for r in rows)
     copy = tmp_path / "elsewhere" / synth_run.run.name
-    shutil.copytree(workspace / "train" / synth_run.run.name, copy)
+    shutil.copytree(trained, copy)
     shutil.rmtree(workspace)
 
     run = clcr.load_run(copy)
