@@ -169,7 +169,7 @@ class CLCR(nn.Module):
         if self.private_summary is not None:
             private = self.private_summary(streams.private, layout)
         fused, level_weights, modality_weights, gates = self.intercad(
-            shared, private, layout.present, uncertainty, return_gates=True
+            shared, private, layout.present, uncertainty
         )
         prediction = self.head(fused)
 

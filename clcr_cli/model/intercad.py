@@ -138,13 +138,12 @@ class InterCAD(nn.Module):
         private: Tensor | None,
         present: Tensor,
         uncertainty: Tensor | None = None,
-        return_gates: bool = False,
-    ) -> tuple[Tensor, ...]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """shared (B, L, M, k_sh), private (B, L, M, k_pr) or None, present (B, M) bool,
         uncertainty ``u_m`` (B, M) or None (needed by an evidence-driven reading).
 
-        Returns ``z_sh (+) u_pr`` (B, :func:`fused_width`), w (B, L) and beta (B, M), and
-        with ``return_gates`` also eta (B, M) (presence where there is no private path).
+        Returns ``z_sh (+) u_pr`` (B, :func:`fused_width`), w (B, L), beta (B, M) and eta
+        (B, M) (presence where there is no private path).
         """
         relative = None
         if self.evidence_in_selection or self.evidence_in_gates:
@@ -170,9 +169,7 @@ class InterCAD(nn.Module):
                 gate_logits = gate_logits - relative
             gates = torch.sigmoid(gate_logits) * gates  # eta_m
         fused = concatenate_blocks(shared, private, level_weights, modality_weights, gates)
-        if return_gates:
-            return fused, level_weights, modality_weights, gates
-        return fused, level_weights, modality_weights
+        return fused, level_weights, modality_weights, gates
 
 
 class UniformAggregation(nn.Module):
@@ -185,13 +182,10 @@ class UniformAggregation(nn.Module):
         private: Tensor | None,
         present: Tensor,
         uncertainty: Tensor | None = None,
-        return_gates: bool = False,
-    ) -> tuple[Tensor, ...]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         b, levels = shared.shape[:2]
         level_weights = shared.new_full((b, levels), 1.0 / levels)
         modality_weights = present.to(shared.dtype) / present.sum(1, keepdim=True).clamp(min=1)
         gates = present.to(shared.dtype)
         fused = concatenate_blocks(shared, private, level_weights, modality_weights, gates)
-        if return_gates:
-            return fused, level_weights, modality_weights, gates
-        return fused, level_weights, modality_weights
+        return fused, level_weights, modality_weights, gates

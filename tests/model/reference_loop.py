@@ -94,7 +94,7 @@ def reference_forward(model: CLCR, batch: Batch) -> dict[str, Tensor]:
         )
 
     present_bm = torch.stack([present[m] for m in names], 1)
-    fused, level_weights, _ = model.intercad(
+    fused, level_weights, _, _ = model.intercad(
         summaries(exchanged, model.shared_summary.norm),
         summaries(private, model.private_summary.norm),
         present_bm,

@@ -86,8 +86,8 @@ def test_evidence_discounts_the_less_sure_modality_where_chosen(evidence: str):
     shared, private = torch.randn(5, 2, 2, 4), torch.randn(5, 2, 2, 3)
     present = torch.ones(5, 2, dtype=torch.bool)
     u = torch.tensor([[0.0, 0.5]]).expand(5, -1)
-    _, w, beta, eta = cad(shared, private, present, u, return_gates=True)
-    _, w0, beta0, eta0 = plain(shared, private, present, return_gates=True)
+    _, w, beta, eta = cad(shared, private, present, u)
+    _, w0, beta0, eta0 = plain(shared, private, present)
     torch.testing.assert_close(w, w0)  # the level weights never read the evidence
     logit = lambda p: (p / (1 - p)).log()  # noqa: E731
     if evidence in ("selection", "both"):  # beta's log-odds fall by 0.5 / 0.1 = 5

@@ -151,8 +151,8 @@ def test_level_weights_do_not_read_private_summaries():
     cad = InterCAD(num_levels=3, shared_dim=4, private_dim=5, hidden=8)
     shared, private = torch.randn(2, 3, 3, 4), torch.randn(2, 3, 3, 5)
     present = torch.ones(2, 3, dtype=torch.bool)
-    _, w1, beta1 = cad(shared, private, present)
-    _, w2, beta2 = cad(shared, private + torch.randn_like(private), present)
+    _, w1, beta1, _ = cad(shared, private, present)
+    _, w2, beta2, _ = cad(shared, private + torch.randn_like(private), present)
     torch.testing.assert_close(w1, w2)
     torch.testing.assert_close(beta1, beta2)
 
