@@ -101,7 +101,30 @@ def relative_uncertainty(uncertainty: Tensor, present: Tensor) -> Tensor:
     return torch.where(present, uncertainty - surest.clamp(max=1.0), torch.zeros_like(uncertainty))
 
 
-class InterCAD(nn.Module):
+class BlockAggregation(nn.Module):
+    """Fuses the per-level shared and private blocks into ``z_sh (+) u_pr`` by level weights w,
+    modality weights beta and gates eta; a subclass says, in :meth:`weights`, how they are found."""
+
+    def forward(
+        self, shared: Tensor, private: Tensor | None, present: Tensor, uncertainty: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """shared (B, L, M, k_sh), private (B, L, M, k_pr) or None, present (B, M) bool,
+        uncertainty ``u_m`` (B, M) or None (needed by an evidence-driven reading).
+
+        Returns ``z_sh (+) u_pr`` (B, :func:`fused_width`), w (B, L), beta (B, M) and eta
+        (B, M) (presence where there is no private path).
+        """
+        level_weights, modality_weights, gates = self.weights(shared, private, present, uncertainty)
+        fused = concatenate_blocks(shared, private, level_weights, modality_weights, gates)
+        return fused, level_weights, modality_weights, gates
+
+    def weights(
+        self, shared: Tensor, private: Tensor | None, present: Tensor, uncertainty: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class InterCAD(BlockAggregation):
     """Level weights, modality selection and gated private aggregation (module docstring).
 
     ``evidence`` ("none", "selection", "gates", "both") and ``temperature`` (tau) set the
@@ -132,19 +155,10 @@ class InterCAD(nn.Module):
                 nn.Linear(private_dim, hidden), nn.LayerNorm(hidden), nn.Linear(hidden, 1)
             )
 
-    def forward(
-        self,
-        shared: Tensor,
-        private: Tensor | None,
-        present: Tensor,
-        uncertainty: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """shared (B, L, M, k_sh), private (B, L, M, k_pr) or None, present (B, M) bool,
-        uncertainty ``u_m`` (B, M) or None (needed by an evidence-driven reading).
-
-        Returns ``z_sh (+) u_pr`` (B, :func:`fused_width`), w (B, L), beta (B, M) and eta
-        (B, M) (presence where there is no private path).
-        """
+    def weights(
+        self, shared: Tensor, private: Tensor | None, present: Tensor, uncertainty: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """w (B, L), beta (B, M) and eta (B, M), the uncertainty read as ``evidence`` says."""
         relative = None
         if self.evidence_in_selection or self.evidence_in_gates:
             if uncertainty is None:
@@ -168,24 +182,17 @@ class InterCAD(nn.Module):
             if self.evidence_in_gates:
                 gate_logits = gate_logits - relative
             gates = torch.sigmoid(gate_logits) * gates  # eta_m
-        fused = concatenate_blocks(shared, private, level_weights, modality_weights, gates)
-        return fused, level_weights, modality_weights, gates
+        return level_weights, modality_weights, gates
 
 
-class UniformAggregation(nn.Module):
+class UniformAggregation(BlockAggregation):
     """The ``no-intercad`` ablation: the same blocks with uniform level and modality weights
     and no gates, so the ablation removes InterCAD's learned weighting, not the layout."""
 
-    def forward(
-        self,
-        shared: Tensor,
-        private: Tensor | None,
-        present: Tensor,
-        uncertainty: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def weights(
+        self, shared: Tensor, private: Tensor | None, present: Tensor, uncertainty: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         b, levels = shared.shape[:2]
         level_weights = shared.new_full((b, levels), 1.0 / levels)
         modality_weights = present.to(shared.dtype) / present.sum(1, keepdim=True).clamp(min=1)
-        gates = present.to(shared.dtype)
-        fused = concatenate_blocks(shared, private, level_weights, modality_weights, gates)
-        return fused, level_weights, modality_weights, gates
+        return level_weights, modality_weights, present.to(shared.dtype)
