@@ -49,6 +49,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from clcr_cli.cache import atomic_path
 from clcr_cli.datasets.base import SPLITS, DatasetInfo, DatasetOptions, Sample, Source, Target
 from clcr_cli.datasets.layout import LoadedDataset, build_dataset, carve_valid, name_few
 from clcr_cli.errors import ConfigError, DataError
@@ -215,6 +216,34 @@ def check_groups(manifest: Path, rows: list[Row]) -> None:
                 f"(row {seen}); a group must stay in one of train and valid",
             )
         first.setdefault((split, group), number)
+
+
+def group_fold(manifest: Path, valid_group: str) -> Path:
+    """Write the manifest's leave-one-group-out fold for ``valid_group`` beside it, as
+    ``<stem>.valid-<group>.csv``, and return its path: the rows of ``valid_group`` become
+    ``valid``, every other train or valid row ``train``, test rows and every cell but
+    ``split`` stay as they are (relative paths still resolve: same folder). Selecting a
+    model on the mean valid score over the folds of every non-test group never reads test
+    (docs/fsdd-robust.md, "Choosing the default"). Refused in one line: a manifest without
+    a ``group`` column, or a group that is not in train or valid."""
+    manifest = Path(manifest)
+    header, rows = read_rows(manifest)
+    if GROUP_COLUMN not in header:
+        raise DataError(manifest, f"no '{GROUP_COLUMN}' column: a fold needs groups")
+    groups = {row[GROUP_COLUMN] for _, row in rows if row["split"] in ("train", "valid")}
+    if valid_group not in groups:
+        raise DataError(
+            manifest, f"group '{valid_group}' is not in train or valid (found: {name_few(sorted(groups))})"
+        )
+    fold = manifest.with_name(f"{manifest.stem}.valid-{valid_group}.csv")
+    with atomic_path(fold) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        for _, row in rows:
+            if row["split"] != "test":
+                row = {**row, "split": "valid" if row[GROUP_COLUMN] == valid_group else "train"}
+            writer.writerow(row)
+    return fold
 
 
 def load(options: DatasetOptions, name: str) -> LoadedDataset:

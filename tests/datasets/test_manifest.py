@@ -9,6 +9,7 @@ import pytest
 
 from clcr_cli.datasets import load_dataset
 from clcr_cli.datasets.base import DatasetOptions
+from clcr_cli.datasets.manifest import group_fold
 from clcr_cli.errors import ConfigError, DataError
 
 
@@ -263,3 +264,41 @@ def test_without_group_column_samples_have_no_group(tmp_path):
         "id,split,label,audio,speaker\na,train,0,1.wav,x\nb,valid,1,1.wav,x\nc,test,1,1.wav,y\n",
     )
     assert [s.group for s in load_dataset("m", DatasetOptions(manifest=manifest)).samples] == [None] * 3
+
+
+def test_group_fold_holds_out_one_group_as_valid_and_keeps_test_and_cells(tmp_path):
+    manifest = grouped_manifest(
+        tmp_path,
+        [("a", "train", "0", "x"), ("b", "train", "1", "y"), ("c", "valid", "0", "z"),
+         ("d", "valid", "1", "z"), ("e", "test", "0", "w"), ("f", "train", "1", "y")],
+    )
+    fold = group_fold(manifest, "y")
+    assert fold == tmp_path / "m.valid-y.csv" and fold.parent == manifest.parent
+    dataset = load_dataset("g", DatasetOptions(manifest=fold))
+    assert [(s.id, s.split, s.group, s.label) for s in dataset.samples] == [
+        ("a", "train", "x", 0), ("b", "valid", "y", 1), ("c", "train", "z", 0),
+        ("d", "train", "z", 1), ("e", "test", "w", 0), ("f", "valid", "y", 1),
+    ]  # y is the only valid group, the old valid group trains, test is untouched
+    assert [s.audio for s in dataset.samples] == [tmp_path / f"{i}.wav" for i in "abcdef"]
+    # the folds of every non-test group hold each sample out once, the test never
+    valid_ids = [s.id for g in ("x", "y", "z")
+                 for s in load_dataset("g", DatasetOptions(manifest=group_fold(manifest, g))).samples
+                 if s.split == "valid"]
+    assert sorted(valid_ids) == ["a", "b", "c", "d", "f"]
+
+
+@pytest.mark.parametrize("group, message", [("w", "group 'w' is not in train or valid"),
+                                            ("q", "group 'q' is not in train or valid")])
+def test_group_fold_refuses_a_test_or_unknown_group_in_one_line(tmp_path, group, message):
+    manifest = grouped_manifest(tmp_path, [("a", "train", "0", "x"), ("e", "test", "0", "w")])
+    with pytest.raises(DataError, match=message) as err:
+        group_fold(manifest, group)
+    assert err.value.path == manifest and "\n" not in str(err.value)
+    assert not (tmp_path / f"m.valid-{group}.csv").exists()
+
+
+def test_group_fold_needs_a_group_column(tmp_path):
+    media(tmp_path, "1.wav")
+    manifest = write(tmp_path / "m.csv", "id,split,label,audio\n1,train,0,1.wav\n")
+    with pytest.raises(DataError, match="no 'group' column"):
+        group_fold(manifest, "x")
