@@ -91,6 +91,7 @@ corruption of each id back, to break results down by subset.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import cv2
@@ -182,6 +183,15 @@ def sort_key(stem: str) -> tuple[int, str, int]:
     return int(match["digit"]), match["speaker"], int(match["index"])
 
 
+def write_unless_same(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` unless the file already holds exactly it: writing the
+    task again leaves its files, and so their modification times, as they were, and the
+    extraction made from them stays valid (media are identified by size and time,
+    clcr_cli/datasets/fingerprint.py)."""
+    if not (path.is_file() and path.stat().st_size == len(content) and path.read_bytes() == content):
+        path.write_bytes(content)
+
+
 def write_fsdd_robust_manifest(
     fsdd_root: Path, out_dir: Path, seed: int = 0, test_speaker: str | None = None
 ) -> Path:
@@ -255,14 +265,16 @@ def write_fsdd_robust_manifest(
         if kind == "image":
             image = ruin_image(image, severity, sample_rng(seed, stem, "image"))
         image_path = image_dir / f"{stem}.png"
-        cv2.imwrite(str(image_path), image)
+        write_unless_same(image_path, cv2.imencode(".png", image)[1].tobytes())
         audio: Path | str = recording.resolve()
         if kind == "audio":
             y, rate = soundfile.read(str(recording), dtype="float64", always_2d=True)
             noisy = ruin_audio(y.mean(axis=1), severity, sample_rng(seed, stem, "audio"))
             audio_path = audio_dir / f"{stem}.wav"
             # scipy's writer: libsndfile's float WAV has a PEAK chunk holding the time of writing
-            scipy.io.wavfile.write(audio_path, rate, noisy.astype(np.float32))
+            wav = io.BytesIO()
+            scipy.io.wavfile.write(wav, rate, noisy.astype(np.float32))
+            write_unless_same(audio_path, wav.getvalue())
             audio = audio_path.relative_to(out_dir)
         lines.append(
             (
@@ -277,11 +289,12 @@ def write_fsdd_robust_manifest(
                 source_image,
             )
         )
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(COLUMNS)
+    writer.writerows(lines)
     manifest = out_dir / "manifest.csv"
-    with manifest.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        writer.writerows(lines)
+    write_unless_same(manifest, table.getvalue().encode("utf-8"))
     return manifest
 
 

@@ -206,6 +206,18 @@ def test_the_same_arguments_write_byte_identical_files(fake_fsdd, tmp_path, writ
     assert other.read_bytes() != written.read_bytes()
 
 
+def test_writing_it_again_leaves_every_file_as_it_was(fake_fsdd, tmp_path):
+    """Media are fingerprinted by size and time: a rewrite would void the extraction."""
+    manifest = write_fsdd_robust_manifest(fake_fsdd, tmp_path, seed=0)
+    files = sorted(tmp_path.rglob("*.*"))
+    before = {p: p.stat().st_mtime_ns for p in files}
+    image = next(p for p in files if p.suffix == ".png")
+    image.write_bytes(b"not a png")  # a damaged file is written again
+    assert write_fsdd_robust_manifest(fake_fsdd, tmp_path, seed=0) == manifest
+    assert {p: p.stat().st_mtime_ns for p in files if p != image} == {p: t for p, t in before.items() if p != image}
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_the_manifest_loads_as_a_grouped_dataset(written):
     dataset = load_dataset("fsdd-robust", DatasetOptions(manifest=written, root=written.parent))
     assert dataset.info.class_names == tuple(str(d) for d in range(10))
